@@ -1,0 +1,171 @@
+"""The anyio adapter: the only module that touches a stream or an anyio exception.
+
+It knows nothing of SMTP. It connects (TCP with happy eyeballs, Unix sockets,
+implicit TLS), reads, writes, upgrades a plaintext stream to TLS in place, and
+closes, each bounded by the timeout. Every anyio, OS and ssl error is translated
+in ``_translate_errors`` into the exception users catch (after httpcore's
+``_backends/anyio.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import math
+import ssl
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import anyio.abc
+from anyio.streams.tls import TLSStream
+
+from .errors import (
+    SMTPCertificateError,
+    SMTPConnectError,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+    SMTPTLSError,
+)
+
+__all__ = ["Transport"]
+
+_READ_SIZE = 65536
+# A peer that is gone may never answer close_notify: do not wait for it long.
+_CLOSE_TIMEOUT = 2.0
+
+
+def _deadline(timeout: float | None) -> float:
+    return math.inf if timeout is None else timeout
+
+
+@contextlib.contextmanager
+def _translate_errors(
+    doing: str, timeout: float | None, *, connecting: bool = False
+) -> Iterator[None]:
+    try:
+        with anyio.fail_after(_deadline(timeout)):
+            yield
+    except TimeoutError as exc:
+        raise SMTPTimeoutError(f"timed out after {timeout} s while {doing}") from exc
+    except ssl.SSLCertVerificationError as exc:
+        raise SMTPCertificateError(
+            f"certificate verification failed while {doing}: {exc.verify_message or exc}"
+        ) from exc
+    except ssl.SSLError as exc:
+        raise SMTPTLSError(f"TLS failed while {doing}: {exc}") from exc
+    except (anyio.EndOfStream, anyio.IncompleteRead) as exc:
+        raise SMTPServerDisconnected(f"connection closed by the server while {doing}") from exc
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            raise SMTPCertificateError(
+                f"certificate verification failed while {doing}: {cause.verify_message}"
+            ) from exc
+        if isinstance(cause, ssl.SSLError):
+            raise SMTPTLSError(f"TLS failed while {doing}: {cause}") from exc
+        detail = f": {cause}" if cause else ""
+        raise SMTPServerDisconnected(f"connection lost while {doing}{detail}") from exc
+    except OSError as exc:
+        if connecting:
+            raise SMTPConnectError(-1, f"cannot connect while {doing}: {exc}") from exc
+        raise SMTPServerDisconnected(f"connection lost while {doing}: {exc}") from exc
+
+
+class Transport:
+    """A connected byte stream, plaintext or TLS."""
+
+    def __init__(self, stream: anyio.abc.ByteStream, peer: str) -> None:
+        self._stream = stream
+        self.peer = peer
+
+    @classmethod
+    async def connect_tcp(
+        cls,
+        host: str,
+        port: int,
+        *,
+        timeout: float | None,
+        source_address: tuple[str, int] | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> Transport:
+        """Connect; with ``tls_context``, TLS starts at once (implicit TLS)."""
+        local_host, local_port = source_address if source_address else (None, 0)
+        kwargs: dict[str, Any] = {}
+        if local_host:
+            kwargs["local_host"] = local_host
+        if local_port:
+            kwargs["local_port"] = local_port
+        doing = f"connecting to {host}:{port}"
+        with _translate_errors(doing, timeout, connecting=True):
+            try:
+                stream: anyio.abc.ByteStream = await anyio.connect_tcp(host, port, **kwargs)
+            except TypeError as exc:  # an anyio that predates local_port
+                raise ValueError(
+                    f"cannot bind the source port {local_port}: this anyio cannot"
+                ) from exc
+            except OSError as exc:
+                if local_port and exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+                    raise ValueError(
+                        f"cannot bind the source address {source_address}: {exc}"
+                    ) from exc
+                raise
+        transport = cls(stream, f"{host}:{port}")
+        if tls_context is not None:
+            await transport.start_tls(tls_context, server_hostname or host, timeout)
+        return transport
+
+    @classmethod
+    async def connect_unix(cls, path: str, *, timeout: float | None) -> Transport:
+        with _translate_errors(f"connecting to {path}", timeout, connecting=True):
+            stream = await anyio.connect_unix(path)
+        return cls(stream, path)
+
+    @property
+    def is_tls(self) -> bool:
+        return isinstance(self._stream, TLSStream)
+
+    def extra(self, attribute: Any, default: Any = None) -> Any:
+        """A typed attribute of the stream (anyio's ``TLSAttribute``, ``SocketAttribute``)."""
+        return self._stream.extra(attribute, default)
+
+    async def receive(self, timeout: float | None) -> bytes:
+        with _translate_errors("reading a reply", timeout):
+            return await self._stream.receive(_READ_SIZE)
+
+    async def send(self, data: bytes, timeout: float | None) -> None:
+        with _translate_errors("sending", timeout):
+            await self._stream.send(data)
+
+    async def start_tls(
+        self, context: ssl.SSLContext, server_hostname: str | None, timeout: float | None
+    ) -> None:
+        """Upgrade this stream to TLS in place."""
+        with _translate_errors("in the TLS handshake", timeout):
+            try:
+                # standard_compatible=False: many MTAs close without close_notify,
+                # and that must not turn a finished session into an error.
+                self._stream = await TLSStream.wrap(
+                    self._stream,
+                    server_side=False,
+                    hostname=server_hostname,
+                    ssl_context=context,
+                    standard_compatible=False,
+                )
+            except BaseException:
+                await self.abort()
+                raise
+
+    async def aclose(self) -> None:
+        """Close, waiting a bounded time even when cancelled."""
+        with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+            with contextlib.suppress(Exception):
+                await self._stream.aclose()
+                return
+        await self.abort()
+
+    async def abort(self) -> None:
+        """Close at once, without waiting for the peer."""
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            await anyio.aclose_forcefully(self._stream)

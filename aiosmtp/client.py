@@ -1,0 +1,808 @@
+"""SMTP, SMTP_SSL and LMTP: smtplib's surface, driving the sans-IO core over anyio.
+
+Theory of operation: every public coroutine takes the connection lock for its whole
+duration (``sendmail`` for the whole transaction), so tasks sharing one client
+never interleave their commands. Commands are turned into bytes by the core
+*before* any I/O, so bad arguments fail with nothing sent; from the first byte
+written until the last reply read, any failure (timeout, cancellation, a lost
+connection, nonsense from the server) closes the connection in ``_io_guard``,
+because a session whose replies may still be in flight can never be trusted to be
+in step again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import email.message
+import logging
+import socket
+import ssl
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from types import TracebackType
+from typing import ClassVar
+
+import anyio
+
+from ._transport import Transport
+from .errors import (
+    SMTPAuthenticationError,
+    SMTPConnectError,
+    SMTPDataError,
+    SMTPException,
+    SMTPHeloError,
+    SMTPNotSupportedError,
+    SMTPRecipientsRefused,
+    SMTPResponseException,
+    SMTPSenderRefused,
+    SMTPServerDisconnected,
+)
+from .message import address_only, flatten_message, quote_address
+from .protocol import (
+    NEED_DATA,
+    PASSWORD_MECHANISMS,
+    Command,
+    LocalProtocolError,
+    RemoteProtocolError,
+    Reply,
+    SMTPConnection,
+    State,
+    cram_md5_response,
+    decode_challenge,
+    encode_response,
+    login_response,
+    normalize_line_endings,
+    parse_ehlo_features,
+    plain_response,
+)
+
+__all__ = ["LMTP", "LMTP_PORT", "SMTP", "SMTP_PORT", "SMTP_SSL", "SMTP_SSL_PORT", "SendResult"]
+
+SMTP_PORT = 25
+SMTP_SSL_PORT = 465
+LMTP_PORT = 2003
+
+# smtplib's bound on AUTH challenges before it calls the exchange a loop.
+_MAX_CHALLENGES = 5
+# Commands per pipelined write. Reading the replies of each group before writing
+# the next keeps both directions far below any socket buffer, so a large recipient
+# list can never deadlock client and server on full buffers (API.md, RFC 2920 3.1).
+_PIPELINE_GROUP = 100
+# A body up to this size goes out in one write with the final dot.
+_COALESCE_LIMIT = 65536
+
+_DATA = Command.make("DATA")
+_RSET = Command.make("RSET")
+
+logger = logging.getLogger("aiosmtp.protocol")
+
+AuthObject = Callable[..., "str | bytes | None"]
+
+
+class SendResult(dict[str, tuple[int, bytes]]):
+    """The refused recipients, as smtplib returns them, plus the final reply.
+
+    It equals the plain dict smtplib would return; ``reply`` is the server's last
+    answer to the message (usually holding the queue ID).
+    """
+
+    reply: Reply
+
+    def __init__(self, refused: dict[str, tuple[int, bytes]], reply: Reply) -> None:
+        super().__init__(refused)
+        self.reply = reply
+
+    def __repr__(self) -> str:
+        return f"SendResult({dict.__repr__(self)}, reply={self.reply!r})"
+
+
+_default_context: ssl.SSLContext | None = None
+
+
+async def _default_ssl_context() -> ssl.SSLContext:
+    """A verifying context, made once and off the event loop (loading the CA store
+    reads files)."""
+    global _default_context
+    if _default_context is None:
+        _default_context = await anyio.to_thread.run_sync(ssl.create_default_context)
+    return _default_context
+
+
+def _local_hostname() -> str:
+    # The name to give in EHLO, chosen as smtplib chooses it.
+    fqdn = socket.getfqdn()
+    if "." in fqdn:
+        return fqdn
+    try:
+        address = socket.gethostbyname(socket.gethostname())
+    except OSError:
+        address = "127.0.0.1"
+    return f"[{address}]"
+
+
+def _as_bytes(text: str | bytes | None) -> bytes:
+    if text is None:
+        return b""
+    return text if isinstance(text, bytes) else text.encode()
+
+
+class SMTP:
+    """An SMTP client connection, with smtplib's methods as coroutines."""
+
+    default_port: ClassVar[int] = SMTP_PORT
+    ehlo_msg: ClassVar[str] = "EHLO"
+    _lmtp: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        host: str = "",
+        port: int = 0,
+        local_hostname: str | None = None,
+        timeout: float | None = 60.0,
+        source_address: tuple[str, int] | None = None,
+        *,
+        context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self.local_hostname = local_hostname
+        self.timeout = timeout
+        self.source_address = source_address
+        self.context = context
+        self.debuglevel = 0
+        self.helo_resp: bytes | None = None
+        self.ehlo_resp: bytes | None = None
+        self.does_esmtp = False
+        self.esmtp_features: dict[str, str] = {}
+        self.user: str | None = None
+        self.password: str | None = None
+        self._auth_challenge_count = 0
+        self._transport: Transport | None = None
+        self._conn: SMTPConnection | None = None
+        self._lock = anyio.Lock()
+
+    def __repr__(self) -> str:
+        state = self._conn.state.name if self._conn is not None else "not connected"
+        return f"<{type(self).__name__} {self._host or '-'}:{self._port or '-'} {state}>"
+
+    # -- context manager -------------------------------------------------------
+
+    async def __aenter__(self) -> SMTP:
+        if self._host:
+            reply = await self.connect(self._host, self._port)
+            if reply.code != 220:
+                await self.close()
+                raise SMTPConnectError(reply.code, reply.message)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        cancelled = exc_type is not None and issubclass(exc_type, anyio.get_cancelled_exc_class())
+        try:
+            if self._conn is not None and not cancelled:
+                reply: Reply | None = None
+                try:
+                    reply = await self.docmd("QUIT")
+                except SMTPServerDisconnected:
+                    pass  # a server that is already gone is no error on the way out
+                except SMTPException:
+                    # A session stuck mid-command cannot QUIT; do not hide the
+                    # exception that left the block.
+                    if exc_type is None:
+                        raise
+                if reply is not None and reply.code != 221 and exc_type is None:
+                    raise SMTPResponseException(reply.code, reply.message)
+        finally:
+            await self.close()
+
+    # -- debugging ---------------------------------------------------------------
+
+    def set_debuglevel(self, debuglevel: int) -> None:
+        """1 prints the protocol trace to stderr, 2 adds timestamps (as smtplib)."""
+        self.debuglevel = debuglevel
+
+    def _debug(self, *args: object) -> None:
+        if self.debuglevel > 1:
+            print(datetime.datetime.now().time(), *args, file=sys.stderr)
+        else:
+            print(*args, file=sys.stderr)
+
+    def _trace_send(self, commands: Sequence[Command]) -> None:
+        if self.debuglevel > 0 or logger.isEnabledFor(logging.DEBUG):
+            for command in commands:
+                line = command.redacted()
+                if self.debuglevel > 0:
+                    self._debug("send:", repr(line + "\r\n"))
+                logger.debug("%s >> %s", self._host, line)
+
+    def _trace_reply(self, reply: Reply) -> None:
+        if self.debuglevel > 0:
+            self._debug(f"reply: retcode ({reply.code}); Msg: {reply.message!r}")
+        logger.debug("%s << %d %s", self._host, reply.code, reply.text)
+
+    # -- connection ----------------------------------------------------------
+
+    async def connect(
+        self, host: str = "localhost", port: int = 0, source_address: tuple[str, int] | None = None
+    ) -> Reply:
+        """Connect and return the greeting (a non-220 greeting is returned, not raised)."""
+        async with self._lock:
+            return await self._connect(host, port, source_address)
+
+    async def _connect(
+        self, host: str, port: int, source_address: tuple[str, int] | None
+    ) -> Reply:
+        if source_address:
+            self.source_address = source_address
+        if not port and host.count(":") == 1:
+            host, _, port_text = host.partition(":")
+            try:
+                port = int(port_text)
+            except ValueError:
+                raise OSError("nonnumeric port") from None
+        if not port:
+            port = self.default_port
+        if self._transport is not None:
+            await self._drop_connection()
+        if self.debuglevel > 0:
+            self._debug("connect:", (host, port))
+        if self.local_hostname is None:
+            self.local_hostname = await anyio.to_thread.run_sync(_local_hostname)
+        self._transport = await self._open_transport(host, port)
+        self._host, self._port = host, port
+        self._conn = SMTPConnection(lmtp=self._lmtp)
+        # What a server said in another session says nothing about this one.
+        self._forget_ehlo()
+        async with self._io_guard():
+            reply = await self._read_reply()
+        if self.debuglevel > 0:
+            self._debug("connect:", reply)
+        return reply
+
+    async def _open_transport(self, host: str, port: int) -> Transport:
+        return await Transport.connect_tcp(
+            host, port, timeout=self.timeout, source_address=self.source_address
+        )
+
+    async def close(self) -> None:
+        """Close the connection, without QUIT."""
+        await self._drop_connection()
+
+    aclose = close
+
+    async def _drop_connection(self) -> None:
+        transport, self._transport = self._transport, None
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+        if transport is not None:
+            await transport.aclose()
+
+    async def _abort(self) -> None:
+        transport, self._transport = self._transport, None
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+        if transport is not None:
+            await transport.abort()
+
+    def _forget_ehlo(self) -> None:
+        self.helo_resp = None
+        self.ehlo_resp = None
+        self.esmtp_features = {}
+        self.does_esmtp = False
+
+    def _connection(self) -> tuple[Transport, SMTPConnection]:
+        if self._transport is None or self._conn is None:
+            raise SMTPServerDisconnected("please run connect() first")
+        return self._transport, self._conn
+
+    # -- the exchange of bytes -----------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _io_guard(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except RemoteProtocolError as exc:
+            await self._abort()
+            raise SMTPResponseException(exc.code, str(exc)) from exc
+        except BaseException:
+            await self._abort()
+            raise
+
+    async def _read_reply(self) -> Reply:
+        transport, conn = self._connection()
+        while True:
+            reply = conn.next_reply()
+            if reply is not NEED_DATA:
+                break
+            conn.receive_data(await transport.receive(self.timeout))
+        self._trace_reply(reply)
+        if conn.state is State.CLOSED:
+            # QUIT was answered, or the server said 421 and is hanging up.
+            await self._drop_connection()
+        return reply
+
+    def _encode(self, commands: Sequence[Command]) -> bytes:
+        _, conn = self._connection()
+        try:
+            return conn.send_many(commands)
+        except ValueError:
+            raise
+        except LocalProtocolError as exc:
+            raise SMTPException(str(exc)) from exc
+
+    async def _exchange(self, commands: Sequence[Command]) -> list[Reply]:
+        """Send commands (pipelined when more than one) and read their replies.
+
+        Stops early, with fewer replies, if the session closes on the way (421).
+        """
+        replies: list[Reply] = []
+        for start in range(0, len(commands), _PIPELINE_GROUP):
+            group = commands[start : start + _PIPELINE_GROUP]
+            data = self._encode(group)
+            transport, _ = self._connection()
+            async with self._io_guard():
+                self._trace_send(group)
+                await transport.send(data, self.timeout)
+                for _ in group:
+                    replies.append(await self._read_reply())
+                    if self._conn is None:
+                        return replies
+        return replies
+
+    async def _command(self, command: Command) -> Reply:
+        return (await self._exchange((command,)))[0]
+
+    # -- simple commands -----------------------------------------------------
+
+    async def docmd(self, cmd: str, args: str = "") -> Reply:
+        """Send one command line and return the reply."""
+        async with self._lock:
+            return await self._command(Command.make(cmd, args))
+
+    async def helo(self, name: str = "") -> Reply:
+        async with self._lock:
+            return await self._helo(name)
+
+    async def _helo(self, name: str) -> Reply:
+        self._connection()
+        reply = await self._command(Command.make("HELO", name or self.local_hostname or ""))
+        self.helo_resp = reply.message
+        return reply
+
+    async def ehlo(self, name: str = "") -> Reply:
+        async with self._lock:
+            return await self._ehlo(name)
+
+    async def _ehlo(self, name: str) -> Reply:
+        self._connection()
+        self.esmtp_features = {}
+        reply = await self._command(Command.make(self.ehlo_msg, name or self.local_hostname or ""))
+        self.ehlo_resp = reply.message
+        if reply.code == 250:
+            self.does_esmtp = True
+            self.esmtp_features = parse_ehlo_features(reply.message)
+        return reply
+
+    async def ehlo_or_helo_if_needed(self) -> None:
+        """EHLO (or HELO if EHLO is refused) unless one was done in this session."""
+        async with self._lock:
+            await self._ehlo_or_helo_if_needed()
+
+    async def _ehlo_or_helo_if_needed(self) -> None:
+        if self.helo_resp is not None or self.ehlo_resp is not None:
+            return
+        if not 200 <= (await self._ehlo("")).code <= 299:
+            reply = await self._helo("")
+            if not 200 <= reply.code <= 299:
+                raise SMTPHeloError(reply.code, reply.message)
+
+    def has_extn(self, opt: str) -> bool:
+        """Whether the server's EHLO reply listed this extension."""
+        return opt.lower() in self.esmtp_features
+
+    async def help(self, args: str = "") -> bytes:
+        async with self._lock:
+            return (await self._command(Command.make("HELP", args))).message
+
+    async def rset(self) -> Reply:
+        async with self._lock:
+            return await self._command(_RSET)
+
+    async def _rset_quietly(self) -> None:
+        # smtplib's _rset: after a failed transaction, a server that is gone is fine.
+        if self._conn is None or self._conn.state not in (State.READY, State.TRANSACTION):
+            return
+        with contextlib.suppress(SMTPServerDisconnected):
+            await self._command(_RSET)
+
+    async def noop(self) -> Reply:
+        async with self._lock:
+            return await self._command(Command.make("NOOP"))
+
+    async def verify(self, address: str) -> Reply:
+        async with self._lock:
+            return await self._command(Command.make("VRFY", address_only(address)))
+
+    vrfy = verify
+
+    async def expn(self, address: str) -> Reply:
+        async with self._lock:
+            return await self._command(Command.make("EXPN", address_only(address)))
+
+    async def quit(self) -> Reply:
+        """Say QUIT, forget the session, and close."""
+        async with self._lock:
+            reply = await self._command(Command.make("QUIT"))
+            self._forget_ehlo()
+            await self._drop_connection()
+            return reply
+
+    # -- TLS -------------------------------------------------------------------
+
+    async def starttls(
+        self, *, context: ssl.SSLContext | None = None, server_hostname: str | None = None
+    ) -> Reply:
+        """Upgrade the connection to TLS (RFC 3207); certificates are verified."""
+        async with self._lock:
+            await self._ehlo_or_helo_if_needed()
+            if not self.has_extn("starttls"):
+                raise SMTPNotSupportedError("STARTTLS extension not supported by server.")
+            reply = await self._command(Command.make("STARTTLS"))
+            if reply.code != 220:
+                raise SMTPResponseException(reply.code, reply.message)
+            transport, conn = self._connection()
+            if context is None:
+                context = self.context or await _default_ssl_context()
+            async with self._io_guard():
+                await transport.start_tls(context, server_hostname or self._host, self.timeout)
+            conn.start_tls_done()
+            # RFC 3207 section 4.2: forget everything learnt before TLS.
+            self._forget_ehlo()
+            return reply
+
+    # -- AUTH ------------------------------------------------------------------
+
+    def auth_plain(self, challenge: bytes | None = None) -> str:
+        """The PLAIN authobject for auth() (RFC 4616)."""
+        return plain_response(self.user or "", self.password or "").decode()
+
+    def auth_login(self, challenge: bytes | None = None) -> str:
+        """The LOGIN authobject for auth(): the user name, then the password."""
+        number = 1 if challenge is None else self._auth_challenge_count
+        return login_response(self.user or "", self.password or "", number).decode()
+
+    def auth_cram_md5(self, challenge: bytes | None = None) -> str | None:
+        """The CRAM-MD5 authobject for auth() (RFC 2195); it has no initial response."""
+        if challenge is None:
+            return None
+        return cram_md5_response(self.user or "", self.password or "", challenge).decode()
+
+    async def login(self, user: str, password: str, *, initial_response_ok: bool = True) -> Reply:
+        """Authenticate with the strongest password mechanism both sides know."""
+        async with self._lock:
+            await self._ehlo_or_helo_if_needed()
+            if not self.has_extn("auth"):
+                raise SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
+            advertised = self.esmtp_features["auth"].upper().split()
+            mechanisms = [name for name in PASSWORD_MECHANISMS if name in advertised]
+            if not mechanisms:
+                raise SMTPException(
+                    "No suitable authentication method found: the server offers "
+                    f"{' '.join(advertised) or 'none'}, aiosmtp knows "
+                    f"{' '.join(PASSWORD_MECHANISMS)}."
+                )
+            self.user, self.password = user, password
+            authobjects = {
+                "CRAM-MD5": self.auth_cram_md5,
+                "PLAIN": self.auth_plain,
+                "LOGIN": self.auth_login,
+            }
+            last_error: SMTPAuthenticationError | None = None
+            for mechanism in mechanisms:
+                try:
+                    reply = await self._auth(
+                        mechanism, authobjects[mechanism], initial_response_ok
+                    )
+                except SMTPAuthenticationError as exc:
+                    last_error = exc
+                else:
+                    if reply.code in (235, 503):
+                        return reply
+            assert last_error is not None
+            raise last_error
+
+    async def auth(
+        self, mechanism: str, authobject: AuthObject, *, initial_response_ok: bool = True
+    ) -> Reply:
+        """Run one SASL exchange, smtplib style: ``authobject(challenge)`` answers
+        each challenge, and ``authobject()`` gives the initial response (or None)."""
+        async with self._lock:
+            return await self._auth(mechanism, authobject, initial_response_ok)
+
+    async def _auth(
+        self, mechanism: str, authobject: AuthObject, initial_response_ok: bool
+    ) -> Reply:
+        mechanism = mechanism.upper()
+        initial = authobject() if initial_response_ok else None
+        if initial is not None:
+            encoded = encode_response(_as_bytes(initial), initial=True)
+            command = Command.make("AUTH", f"{mechanism} {encoded}", sensitive=True)
+            self._auth_challenge_count = 1
+        else:
+            command = Command.make("AUTH", mechanism)
+            self._auth_challenge_count = 0
+        reply = await self._command(command)
+        while reply.code == 334:
+            self._auth_challenge_count += 1
+            if self._auth_challenge_count > _MAX_CHALLENGES:
+                await self._cancel_auth()
+                raise SMTPException(
+                    f"Server AUTH mechanism infinite loop. Last response: {tuple(reply)!r}"
+                )
+            try:
+                challenge = decode_challenge(reply.message)
+                response = encode_response(_as_bytes(authobject(challenge)))
+            except RemoteProtocolError as exc:
+                await self._abort()
+                raise SMTPResponseException(exc.code, str(exc)) from exc
+            except BaseException:
+                await self._cancel_auth()
+                raise
+            reply = await self._command(Command.auth_response(response))
+        if reply.code in (235, 503):
+            return reply
+        raise SMTPAuthenticationError(reply.code, reply.message)
+
+    async def _cancel_auth(self) -> None:
+        # RFC 4954 section 4: "*" cancels the exchange and keeps the session.
+        with anyio.CancelScope(shield=True):
+            if self._conn is not None and self._conn.state is State.AUTH:
+                await self._command(Command.auth_response("*"))
+
+    # -- mail transactions -----------------------------------------------------
+
+    def _mail_command(self, sender: str, options: Sequence[str]) -> Command:
+        option_text = ""
+        if options and self.does_esmtp:
+            if any(option.lower() == "smtputf8" for option in options) and not self.has_extn(
+                "smtputf8"
+            ):
+                raise SMTPNotSupportedError("SMTPUTF8 not supported by server")
+            option_text = " " + " ".join(options)
+        return Command.make("MAIL", f"FROM:{quote_address(sender)}{option_text}")
+
+    def _rcpt_command(self, recipient: str, options: Sequence[str]) -> Command:
+        option_text = " " + " ".join(options) if options and self.does_esmtp else ""
+        return Command.make("RCPT", f"TO:{quote_address(recipient)}{option_text}")
+
+    async def mail(self, sender: str, options: Sequence[str] = ()) -> Reply:
+        async with self._lock:
+            return await self._command(self._mail_command(sender, options))
+
+    async def rcpt(self, recip: str, options: Sequence[str] = ()) -> Reply:
+        async with self._lock:
+            return await self._command(self._rcpt_command(recip, options))
+
+    async def data(self, msg: str | bytes) -> Reply:
+        """DATA and the message; a refused DATA raises SMTPDataError (as smtplib)."""
+        body = msg.encode("ascii") if isinstance(msg, str) else msg
+        async with self._lock:
+            reply = await self._command(_DATA)
+            if reply.code != 354:
+                raise SMTPDataError(reply.code, reply.message)
+            replies = await self._send_body(body)
+            return replies[-1]
+
+    async def _send_body(self, body: bytes) -> list[Reply]:
+        """Send the message after a 354 and read the replies to its end."""
+        transport, conn = self._connection()
+        async with self._io_guard():
+            payload = conn.send_data(body)
+            end = conn.end_data()
+            if len(payload) <= _COALESCE_LIMIT:
+                await transport.send(payload + end, self.timeout)
+            else:
+                await transport.send(payload, self.timeout)
+                await transport.send(end, self.timeout)
+            if self.debuglevel > 0:
+                self._debug("send:", f"<message data, {len(payload)} bytes>")
+            replies = []
+            while self._conn is not None and self._conn.awaiting_replies:
+                replies.append(await self._read_reply())
+            return replies
+
+    async def sendmail(
+        self,
+        from_addr: str,
+        to_addrs: str | Sequence[str],
+        msg: str | bytes,
+        mail_options: Sequence[str] = (),
+        rcpt_options: Sequence[str] = (),
+    ) -> SendResult:
+        """Send one message, with smtplib's rules; return the refused recipients."""
+        # smtplib refuses a str message with non-ASCII text the same way.
+        body = msg.encode("ascii") if isinstance(msg, str) else msg
+        async with self._lock:
+            await self._ehlo_or_helo_if_needed()
+            return await self._sendmail(from_addr, to_addrs, body, mail_options, rcpt_options)
+
+    async def send_message(
+        self,
+        msg: email.message.Message,
+        from_addr: str | None = None,
+        to_addrs: str | Sequence[str] | None = None,
+        mail_options: Sequence[str] = (),
+        rcpt_options: Sequence[str] = (),
+    ) -> SendResult:
+        """Send an email.message.Message, taking the envelope from its headers."""
+        async with self._lock:
+            await self._ehlo_or_helo_if_needed()
+            envelope = flatten_message(
+                msg,
+                from_addr,
+                to_addrs,
+                mail_options,
+                server_has_smtputf8=self.has_extn("smtputf8"),
+            )
+            return await self._sendmail(
+                envelope.sender,
+                envelope.recipients,
+                envelope.data,
+                envelope.mail_options,
+                rcpt_options,
+            )
+
+    async def _sendmail(
+        self,
+        from_addr: str,
+        to_addrs: str | Sequence[str],
+        body: bytes,
+        mail_options: Sequence[str],
+        rcpt_options: Sequence[str],
+    ) -> SendResult:
+        # Normalised once here, so that SIZE counts the bytes that are sent.
+        body = normalize_line_endings(body)
+        recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
+        options: list[str] = []
+        if self.does_esmtp:
+            if self.has_extn("size"):
+                options.append(f"SIZE={len(body)}")
+            options.extend(mail_options)
+        # Every command is built, and so checked, before the first is sent.
+        mail = self._mail_command(from_addr, options)
+        rcpts = [self._rcpt_command(recipient, rcpt_options) for recipient in recipients]
+        if not recipients:
+            raise SMTPRecipientsRefused({})
+
+        if self.does_esmtp and self.has_extn("pipelining"):
+            replies = await self._exchange([mail, *rcpts, _DATA])
+        else:
+            replies = await self._exchange_step_by_step(mail, rcpts)
+        mail_reply = replies[0]
+        rcpt_replies = replies[1 : 1 + len(rcpts)]
+        data_reply = replies[1 + len(rcpts)] if len(replies) > 1 + len(rcpts) else None
+
+        if mail_reply.code != 250:
+            await self._abandon_transaction(data_reply)
+            raise SMTPSenderRefused(mail_reply.code, mail_reply.message, from_addr)
+        refused: dict[str, tuple[int, bytes]] = {}
+        accepted: list[str] = []
+        for recipient, reply in zip(recipients, rcpt_replies, strict=False):
+            if reply.code in (250, 251):
+                accepted.append(recipient)
+            else:
+                refused[recipient] = (reply.code, reply.message)
+            if reply.code == 421:
+                await self._drop_connection()
+                raise SMTPRecipientsRefused(refused)
+        if not accepted:
+            await self._abandon_transaction(data_reply)
+            raise SMTPRecipientsRefused(refused)
+        assert data_reply is not None
+        if data_reply.code != 354:
+            await self._abandon_transaction(data_reply)
+            raise SMTPDataError(data_reply.code, data_reply.message)
+
+        final_replies = await self._send_body(body)
+        if not final_replies:
+            raise SMTPServerDisconnected("connection closed before the reply to the message")
+        if self._lmtp:
+            return self._lmtp_result(recipients, accepted, refused, final_replies)
+        final = final_replies[0]
+        if final.code != 250:
+            await self._abandon_transaction(None)
+            raise SMTPDataError(final.code, final.message)
+        return SendResult(refused, final)
+
+    async def _exchange_step_by_step(self, mail: Command, rcpts: list[Command]) -> list[Reply]:
+        # Without PIPELINING, stop at the first reply that decides the outcome,
+        # exactly where smtplib stops.
+        replies = [await self._command(mail)]
+        if replies[0].code != 250:
+            return replies
+        accepted = 0
+        for rcpt in rcpts:
+            reply = await self._command(rcpt)
+            replies.append(reply)
+            if reply.code == 421:
+                return replies
+            accepted += reply.code in (250, 251)
+        if accepted:
+            replies.append(await self._command(_DATA))
+        return replies
+
+    async def _abandon_transaction(self, data_reply: Reply | None) -> None:
+        """Leave a failed transaction with the session in step: end a data phase a
+        broken server opened, then RSET; or close if the server is closing."""
+        if self._conn is None or self._conn.state is State.CLOSED:
+            await self._drop_connection()
+            return
+        if data_reply is not None and data_reply.code == 354:
+            # RFC 2920 section 3.1: the message that cannot be delivered is ended
+            # at once with a lone dot.
+            await self._send_body(b"")
+        await self._rset_quietly()
+
+    def _lmtp_result(
+        self,
+        recipients: list[str],
+        accepted: list[str],
+        refused: dict[str, tuple[int, bytes]],
+        final_replies: list[Reply],
+    ) -> SendResult:
+        # RFC 2033 section 4.2: one reply per accepted recipient, in RCPT order.
+        for recipient, reply in zip(accepted, final_replies, strict=False):
+            if not 200 <= reply.code <= 299:
+                refused[recipient] = (reply.code, reply.message)
+        if len(refused) == len(recipients):
+            raise SMTPRecipientsRefused(refused)
+        return SendResult(refused, final_replies[-1])
+
+
+class SMTP_SSL(SMTP):
+    """SMTP over implicit TLS (RFC 8314), port 465 by default."""
+
+    default_port: ClassVar[int] = SMTP_SSL_PORT
+
+    async def _open_transport(self, host: str, port: int) -> Transport:
+        context = self.context or await _default_ssl_context()
+        return await Transport.connect_tcp(
+            host,
+            port,
+            timeout=self.timeout,
+            source_address=self.source_address,
+            tls_context=context,
+            server_hostname=host,
+        )
+
+
+class LMTP(SMTP):
+    """LMTP (RFC 2033): LHLO, per-recipient replies after the data, Unix sockets."""
+
+    default_port: ClassVar[int] = LMTP_PORT
+    ehlo_msg: ClassVar[str] = "LHLO"
+    _lmtp: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        host: str = "",
+        port: int = LMTP_PORT,
+        local_hostname: str | None = None,
+        source_address: tuple[str, int] | None = None,
+        timeout: float | None = 60.0,
+        *,
+        context: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(host, port, local_hostname, timeout, source_address, context=context)
+
+    async def _open_transport(self, host: str, port: int) -> Transport:
+        if host.startswith("/"):
+            return await Transport.connect_unix(host, timeout=self.timeout)
+        return await super()._open_transport(host, port)

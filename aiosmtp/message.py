@@ -1,0 +1,100 @@
+"""From an ``email.message.Message`` to an envelope and wire bytes, as smtplib does it.
+
+The rules are smtplib's ``send_message``: one ``Resent-*`` block at most and, if
+present, its fields are used; ``Sender`` is preferred over ``From``; the
+recipients are To, Bcc and Cc (in that order); Bcc and Resent-Bcc are never
+transmitted, and the caller's message is never changed; non-ASCII addresses need
+SMTPUTF8 and make the message go out as UTF-8 with ``BODY=8BITMIME``.
+"""
+
+from __future__ import annotations
+
+import copy
+import email.generator
+import email.message
+import email.utils
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .errors import SMTPNotSupportedError
+
+__all__ = ["Envelope", "address_only", "flatten_message", "quote_address"]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    sender: str
+    recipients: list[str]
+    data: bytes
+    mail_options: tuple[str, ...]
+
+
+def quote_address(address: str) -> str:
+    """The ``<addr>`` form for MAIL and RCPT, from anything parseaddr understands."""
+    name, addr = email.utils.parseaddr(address)
+    if (name, addr) == ("", ""):
+        # Unparseable (or "<>"): send it as given, bracketed once.
+        return address if address.strip().startswith("<") else f"<{address}>"
+    return f"<{addr}>"
+
+
+def address_only(address: str) -> str:
+    """The bare address for VRFY and EXPN."""
+    name, addr = email.utils.parseaddr(address)
+    return address if (name, addr) == ("", "") else addr
+
+
+def flatten_message(
+    msg: email.message.Message,
+    from_addr: str | None,
+    to_addrs: str | Sequence[str] | None,
+    mail_options: Sequence[str],
+    *,
+    server_has_smtputf8: bool,
+) -> Envelope:
+    resent = msg.get_all("Resent-Date")
+    if resent is None:
+        prefix = ""
+    elif len(resent) == 1:
+        prefix = "Resent-"
+    else:
+        raise ValueError("message has more than one 'Resent-' header block")
+    if from_addr is None:
+        # RFC 5322 section 3.6.2: Sender, when present, is who sent it.
+        field = msg[prefix + "Sender"] if (prefix + "Sender") in msg else msg[prefix + "From"]
+        parsed = email.utils.getaddresses([str(field)] if field is not None else [])
+        from_addr = parsed[0][1] if parsed else ""
+    recipients: list[str]
+    if to_addrs is None:
+        fields = [
+            str(value)
+            for value in (msg[prefix + "To"], msg[prefix + "Bcc"], msg[prefix + "Cc"])
+            if value is not None
+        ]
+        recipients = [addr for _, addr in email.utils.getaddresses(fields)]
+    elif isinstance(to_addrs, str):
+        recipients = [to_addrs]
+    else:
+        recipients = list(to_addrs)
+
+    # A shallow copy has its own header list, so deleting from it leaves the
+    # caller's message as it was.
+    outgoing = copy.copy(msg)
+    del outgoing["Bcc"]
+    del outgoing["Resent-Bcc"]
+
+    international = not all(addr.isascii() for addr in (from_addr, *recipients))
+    if international and not server_has_smtputf8:
+        raise SMTPNotSupportedError(
+            "One or more source or delivery addresses require internationalized email "
+            "support, but the server does not advertise the required SMTPUTF8 capability"
+        )
+    buffer = io.BytesIO()
+    if international:
+        generator = email.generator.BytesGenerator(buffer, policy=msg.policy.clone(utf8=True))  # type: ignore[call-arg]
+        mail_options = (*mail_options, "SMTPUTF8", "BODY=8BITMIME")
+    else:
+        generator = email.generator.BytesGenerator(buffer)
+    generator.flatten(outgoing, linesep="\r\n")
+    return Envelope(from_addr, recipients, buffer.getvalue(), tuple(mail_options))

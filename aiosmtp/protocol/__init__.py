@@ -1,0 +1,58 @@
+"""The sans-IO SMTP core: commands to bytes, bytes to replies, and the session state.
+
+Nothing here performs I/O or imports an event loop, a socket, ``ssl`` or ``email``;
+it runs the same under asyncio, trio, a blocking socket, or a test feeding bytes.
+"""
+
+from __future__ import annotations
+
+from ._commands import Command, CommandKind, check_argument
+from ._connection import NEED_DATA, NeedData, SMTPConnection
+from ._data import DataEncoder, normalize_line_endings
+from ._ehlo import parse_ehlo_features
+from ._errors import (
+    ForbiddenCharacterError,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+)
+from ._receivebuffer import MAX_LINE_LENGTH, MAX_REPLY_LINES, ReplyParser
+from ._reply import Reply
+from ._sasl import (
+    PASSWORD_MECHANISMS,
+    cram_md5_response,
+    decode_challenge,
+    encode_response,
+    login_response,
+    plain_response,
+    xoauth2_response,
+)
+from ._state import State
+
+__all__ = [
+    "MAX_LINE_LENGTH",
+    "MAX_REPLY_LINES",
+    "NEED_DATA",
+    "PASSWORD_MECHANISMS",
+    "Command",
+    "CommandKind",
+    "DataEncoder",
+    "ForbiddenCharacterError",
+    "LocalProtocolError",
+    "NeedData",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "Reply",
+    "ReplyParser",
+    "SMTPConnection",
+    "State",
+    "check_argument",
+    "cram_md5_response",
+    "decode_challenge",
+    "encode_response",
+    "login_response",
+    "normalize_line_endings",
+    "parse_ehlo_features",
+    "plain_response",
+    "xoauth2_response",
+]
