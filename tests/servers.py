@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session, SMTP as SMTPServer
+from aiosmtpd.smtp import SMTP as SMTPServer
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 USERS = {"alice": "correct horse", "bob": "hunter2", "jörg": "pässwörd"}
 
@@ -34,7 +35,7 @@ class RecordingHandler:
     refuse_rcpt: set[str] = field(default_factory=set)
     data_reply: str = "250 2.0.0 Ok: queued as TEST"
 
-    async def handle_EHLO(  # noqa: N802 - aiosmtpd's hook name
+    async def handle_EHLO(
         self,
         server: SMTPServer,
         session: Session,
@@ -47,7 +48,7 @@ class RecordingHandler:
             return [*responses[:-1], "250-PIPELINING", responses[-1]]
         return responses
 
-    async def handle_RCPT(  # noqa: N802
+    async def handle_RCPT(
         self,
         server: SMTPServer,
         session: Session,
@@ -61,9 +62,7 @@ class RecordingHandler:
         envelope.rcpt_options.extend(rcpt_options)
         return "250 OK"
 
-    async def handle_DATA(  # noqa: N802
-        self, server: SMTPServer, session: Session, envelope: Envelope
-    ) -> str:
+    async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
         self.messages.append(
             Received(
