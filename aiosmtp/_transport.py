@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import math
 import ssl
 from collections.abc import Iterator
 from typing import Any
@@ -35,16 +34,12 @@ _READ_SIZE = 65536
 _CLOSE_TIMEOUT = 2.0
 
 
-def _deadline(timeout: float | None) -> float:
-    return math.inf if timeout is None else timeout
-
-
 @contextlib.contextmanager
 def _translate_errors(
     doing: str, timeout: float | None, *, connecting: bool = False
 ) -> Iterator[None]:
     try:
-        with anyio.fail_after(_deadline(timeout)):
+        with anyio.fail_after(timeout):
             yield
     except TimeoutError as exc:
         raise SMTPTimeoutError(f"timed out after {timeout} s while {doing}") from exc
@@ -68,8 +63,23 @@ def _translate_errors(
         raise SMTPServerDisconnected(f"connection lost while {doing}{detail}") from exc
     except OSError as exc:
         if connecting:
-            raise SMTPConnectError(-1, f"cannot connect while {doing}: {exc}") from exc
+            raise SMTPConnectError(-1, f"{doing} failed: {exc}") from exc
         raise SMTPServerDisconnected(f"connection lost while {doing}: {exc}") from exc
+
+
+_BIND_ERRORS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
+
+
+def _root_causes(exc: OSError) -> list[OSError]:
+    """The errors behind anyio's "All connection attempts failed"."""
+    cause = exc.__cause__
+    if isinstance(cause, OSError):
+        return [cause]
+    if isinstance(cause, BaseExceptionGroup):
+        found = [error for error in cause.exceptions if isinstance(error, OSError)]
+        if found:
+            return found
+    return [exc]
 
 
 class Transport:
@@ -106,10 +116,13 @@ class Transport:
                     f"cannot bind the source port {local_port}: this anyio cannot"
                 ) from exc
             except OSError as exc:
-                if local_port and exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+                causes = _root_causes(exc)
+                if local_port and any(cause.errno in _BIND_ERRORS for cause in causes):
                     raise ValueError(
-                        f"cannot bind the source address {source_address}: {exc}"
+                        f"cannot bind the source address {source_address}: {causes[0]}"
                     ) from exc
+                if len(causes) == 1 and causes[0] is not exc:
+                    raise causes[0] from exc
                 raise
         transport = cls(stream, f"{host}:{port}")
         if tls_context is not None:

@@ -454,12 +454,12 @@ class SMTP:
             await self._ehlo_or_helo_if_needed()
             if not self.has_extn("starttls"):
                 raise SMTPNotSupportedError("STARTTLS extension not supported by server.")
+            if context is None:
+                context = self.context or await _default_ssl_context()
             reply = await self._command(Command.make("STARTTLS"))
             if reply.code != 220:
                 raise SMTPResponseException(reply.code, reply.message)
             transport, conn = self._connection()
-            if context is None:
-                context = self.context or await _default_ssl_context()
             async with self._io_guard():
                 await transport.start_tls(context, server_hostname or self._host, self.timeout)
             conn.start_tls_done()

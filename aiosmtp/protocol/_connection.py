@@ -195,13 +195,17 @@ class SMTPConnection:
             self._accepted_recipients += 1
         elif kind is _K.MAIL and outcome is Outcome.POSITIVE:
             self._accepted_recipients = 0
+        if kind is _K.STARTTLS and self._parser.has_buffered_data():
+            # Bytes after the 220 came in plaintext but would be read as if they had
+            # come through TLS: a command injection attack (CVE-2011-0411).
+            raise RemoteProtocolError("bytes received after the STARTTLS 220 reply")
+        if not self._awaiting and self._parser.has_buffered_data():
+            # Nothing more was asked for: these bytes would be taken as the reply to
+            # the next command, and every reply after it would be one off.
+            raise RemoteProtocolError(f"unsolicited bytes after the reply to {kind.value}")
         new_state = REPLY_TRANSITIONS.get((self._state, kind, outcome), self._state)
         if new_state is State.DATA:
             self._encoder = DataEncoder()
-        elif new_state is State.TLS_PENDING and self._parser.has_buffered_data():
-            # Anything after the 220 arrived in plaintext but would be read as if it
-            # came through TLS: a command injection attack (CVE-2011-0411).
-            raise RemoteProtocolError("bytes received after the STARTTLS 220 reply")
         elif new_state is State.READY and self._state is not State.READY:
             self._encoder = None
             self._accepted_recipients = 0
