@@ -382,8 +382,9 @@ class SMTP:
 
     async def _ehlo(self, name: str) -> Reply:
         self._connection()
+        command = Command.make(self.ehlo_msg, name or self.local_hostname or "")
         self.esmtp_features = {}
-        reply = await self._command(Command.make(self.ehlo_msg, name or self.local_hostname or ""))
+        reply = await self._command(command)
         self.ehlo_resp = reply.message
         if reply.code == 250:
             self.does_esmtp = True
@@ -675,11 +676,15 @@ class SMTP:
             if self.has_extn("size"):
                 options.append(f"SIZE={len(body)}")
             options.extend(mail_options)
-        # Every command is built, and so checked, before the first is sent.
+        # Every command is built and encoded, and so checked, before the first is
+        # sent: a bad recipient must not leave a transaction half open.
         mail = self._mail_command(from_addr, options)
         rcpts = [self._rcpt_command(recipient, rcpt_options) for recipient in recipients]
         if not recipients:
             raise SMTPRecipientsRefused({})
+        encoding = "utf-8" if any(opt.upper() == "SMTPUTF8" for opt in options) else "ascii"
+        for command in (mail, *rcpts):
+            command.to_bytes(encoding)
 
         if self.does_esmtp and self.has_extn("pipelining"):
             replies = await self._exchange([mail, *rcpts, _DATA])
