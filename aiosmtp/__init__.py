@@ -18,6 +18,7 @@ if TYPE_CHECKING:
         SMTPCertificateError,
         SMTPConnectError,
         SMTPDataError,
+        SMTPDeliveryUnknownError,
         SMTPException,
         SMTPHeloError,
         SMTPNotSupportedError,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
         SMTPTimeoutError,
         SMTPTLSError,
     )
+    from .pool import SMTPPool, send
     from .protocol import Reply
 
 _LAZY = {
@@ -35,6 +37,8 @@ _LAZY = {
     "SMTP_SSL": "client",
     "LMTP": "client",
     "SendResult": "client",
+    "SMTPPool": "pool",
+    "send": "pool",
     "Reply": "protocol",
     "SMTPException": "errors",
     "SMTPNotSupportedError": "errors",
@@ -43,6 +47,7 @@ _LAZY = {
     "SMTPSenderRefused": "errors",
     "SMTPRecipientsRefused": "errors",
     "SMTPDataError": "errors",
+    "SMTPDeliveryUnknownError": "errors",
     "SMTPConnectError": "errors",
     "SMTPHeloError": "errors",
     "SMTPAuthenticationError": "errors",
@@ -60,9 +65,11 @@ __all__ = [
     "SMTPCertificateError",
     "SMTPConnectError",
     "SMTPDataError",
+    "SMTPDeliveryUnknownError",
     "SMTPException",
     "SMTPHeloError",
     "SMTPNotSupportedError",
+    "SMTPPool",
     "SMTPRecipientsRefused",
     "SMTPResponseException",
     "SMTPSenderRefused",
@@ -71,6 +78,7 @@ __all__ = [
     "SMTPTimeoutError",
     "SendResult",
     "__version__",
+    "send",
 ]
 
 

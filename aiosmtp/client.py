@@ -30,6 +30,8 @@ from .errors import (
     SMTPAuthenticationError,
     SMTPConnectError,
     SMTPDataError,
+    SMTPDeliveryUnknownError,
+    SMTPDeliveryUnknownTimeoutError,
     SMTPException,
     SMTPHeloError,
     SMTPNotSupportedError,
@@ -37,6 +39,7 @@ from .errors import (
     SMTPResponseException,
     SMTPSenderRefused,
     SMTPServerDisconnected,
+    SMTPTimeoutError,
 )
 from .message import address_only, flatten_message, quote_address
 from .protocol import (
@@ -158,6 +161,12 @@ class SMTP:
         self.user: str | None = None
         self.password: str | None = None
         self._auth_challenge_count = 0
+        #: How long to wait for the reply to the end of the data; None: ``timeout``.
+        #: Giving up early turns a delivered message into one of unknown fate.
+        self.data_timeout: float | None = None
+        #: Whether the last transaction's data was sent in full (after which a lost
+        #: connection means an unknown outcome, not a failure).
+        self.end_of_data_sent = False
         self._transport: Transport | None = None
         self._conn: SMTPConnection | None = None
         self._lock = anyio.Lock()
@@ -165,6 +174,16 @@ class SMTP:
     def __repr__(self) -> str:
         state = self._conn.state.name if self._conn is not None else "not connected"
         return f"<{type(self).__name__} {self._host or '-'}:{self._port or '-'} {state}>"
+
+    @property
+    def is_closed(self) -> bool:
+        """True when not connected (never connected, closed, or lost)."""
+        return self._transport is None
+
+    @property
+    def is_tls(self) -> bool:
+        """True when the connection is encrypted (SMTP_SSL, or after STARTTLS)."""
+        return self._transport is not None and self._transport.is_tls
 
     # -- context manager -------------------------------------------------------
 
@@ -315,13 +334,13 @@ class SMTP:
             await self._abort()
             raise
 
-    async def _read_reply(self) -> Reply:
+    async def _read_reply(self, timeout: float | None = None) -> Reply:
         transport, conn = self._connection()
         while True:
             reply = conn.next_reply()
             if reply is not NEED_DATA:
                 break
-            conn.receive_data(await transport.receive(self.timeout))
+            conn.receive_data(await transport.receive(timeout or self.timeout))
         self._trace_reply(reply)
         if conn.state is State.CLOSED:
             # QUIT was answered, or the server said 421 and is hanging up.
@@ -602,7 +621,11 @@ class SMTP:
             return replies[-1]
 
     async def _send_body(self, body: bytes) -> list[Reply]:
-        """Send the message after a 354 and read the replies to its end."""
+        """Send the message after a 354 and read the replies to its end.
+
+        Once the final dot has left, a lost connection or a timeout no longer means
+        "not delivered": it raises SMTPDeliveryUnknownError.
+        """
         transport, conn = self._connection()
         async with self._io_guard():
             payload = conn.send_data(body)
@@ -612,11 +635,21 @@ class SMTP:
             else:
                 await transport.send(payload, self.timeout)
                 await transport.send(end, self.timeout)
+            self.end_of_data_sent = True
             if self.debuglevel > 0:
                 self._debug("send:", f"<message data, {len(payload)} bytes>")
             replies = []
-            while self._conn is not None and self._conn.awaiting_replies:
-                replies.append(await self._read_reply())
+            try:
+                while self._conn is not None and self._conn.awaiting_replies:
+                    replies.append(await self._read_reply(self.data_timeout))
+            except SMTPTimeoutError as exc:
+                raise SMTPDeliveryUnknownTimeoutError(
+                    f"{exc}; the message data had been sent in full, so it may have been delivered"
+                ) from exc
+            except SMTPServerDisconnected as exc:
+                raise SMTPDeliveryUnknownError(
+                    f"{exc}; the message data had been sent in full, so it may have been delivered"
+                ) from exc
             return replies
 
     async def sendmail(
@@ -668,6 +701,7 @@ class SMTP:
         mail_options: Sequence[str],
         rcpt_options: Sequence[str],
     ) -> SendResult:
+        self.end_of_data_sent = False
         # Normalised once here, so that SIZE counts the bytes that are sent.
         body = normalize_line_endings(body)
         recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)

@@ -14,6 +14,8 @@ __all__ = [
     "SMTPCertificateError",
     "SMTPConnectError",
     "SMTPDataError",
+    "SMTPDeliveryUnknownError",
+    "SMTPDeliveryUnknownTimeoutError",
     "SMTPException",
     "SMTPHeloError",
     "SMTPNotSupportedError",
@@ -48,6 +50,16 @@ class SMTPServerDisconnected(SMTPException, smtplib.SMTPServerDisconnected):
 
 class SMTPTimeoutError(SMTPServerDisconnected, TimeoutError):
     """A network wait took longer than ``timeout``; the connection has been closed."""
+
+
+class SMTPDeliveryUnknownError(SMTPServerDisconnected):
+    """The connection was lost, or timed out, after the end of the message data had
+    been sent and before the server's reply: the message may or may not have been
+    accepted. It is never retried automatically; the caller decides."""
+
+
+class SMTPDeliveryUnknownTimeoutError(SMTPDeliveryUnknownError, SMTPTimeoutError):
+    """The wait for the reply to the end of the data timed out."""
 
 
 class SMTPResponseException(SMTPException, smtplib.SMTPResponseException):

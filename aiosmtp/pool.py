@@ -1,0 +1,505 @@
+"""SMTPPool: many tasks, one server, a bounded set of reused connections.
+
+Theory of operation (after httpcore's ``connection_pool``): a semaphore holds one
+slot per allowed connection, so at most ``max_connections`` transactions run at
+once and a waiting task waits in FIFO order, for at most ``timeout`` seconds. A task
+that holds a slot takes the most recently used idle connection (warm ones stay
+warm, cold ones expire) or opens a new one. Every decision about which connection
+to use, retire or drop is plain code that never awaits (STYLE lesson 10); closing
+happens afterwards, shielded and bounded, in the pool's own task group.
+
+Nothing is sent twice and nothing is lost silently: a transaction whose connection
+failed before the end of its data went out cannot have been accepted, so it is
+retried once on a fresh connection if its body can be read again; once the end of
+the data has left, a lost connection raises SMTPDeliveryUnknownError and is never
+retried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.message
+import ipaddress
+import math
+import ssl
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Literal
+
+import anyio
+import anyio.abc
+
+from .client import LMTP, SMTP, SMTP_SSL, SendResult
+from .errors import (
+    SMTPConnectError,
+    SMTPDataError,
+    SMTPDeliveryUnknownError,
+    SMTPNotSupportedError,
+    SMTPRecipientsRefused,
+    SMTPResponseException,
+    SMTPSenderRefused,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+)
+from .message import flatten_message
+
+__all__ = ["SMTPPool", "TLSMode", "send"]
+
+TLSMode = Literal["starttls", "implicit", "opportunistic", "none"]
+_TLS_MODES = ("starttls", "implicit", "opportunistic", "none")
+
+#: RFC 5321 section 4.5.3.2.6: wait at least 10 minutes for the reply to the data.
+DEFAULT_DATA_TIMEOUT = 600.0
+# QUIT on the way out must not hold a closing pool for long.
+_QUIT_TIMEOUT = 5.0
+
+
+def _is_local(host: str) -> bool:
+    if host.startswith("/"):
+        return True
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class _PooledConnection:
+    """One client connection and what the pool knows about it."""
+
+    def __init__(self, smtp: SMTP, number: int) -> None:
+        self.smtp = smtp
+        self.number = number
+        self.messages_sent = 0
+        self.idle_since = math.inf
+        self.in_use = False
+        self.closed = False
+
+    def is_available(self) -> bool:
+        return not self.in_use and not self.closed
+
+    def has_expired(self, now: float, idle_timeout: float | None, max_messages: int) -> bool:
+        if self.closed or self.messages_sent >= max_messages:
+            return True
+        return idle_timeout is not None and now - self.idle_since > idle_timeout
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "in use" if self.in_use else "idle"
+        return f"<connection #{self.number} {state}, {self.messages_sent} sent>"
+
+
+class SMTPPool:
+    """A pool of SMTP connections to one server, shared by many tasks."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 0,
+        *,
+        max_connections: int = 10,
+        max_messages_per_connection: int = 100,
+        idle_timeout: float | None = 30.0,
+        rate_limit: float | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        tls: TLSMode | None = None,
+        context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        timeout: float | None = 60.0,
+        local_hostname: str | None = None,
+        lmtp: bool = False,
+        data_timeout: float | None = DEFAULT_DATA_TIMEOUT,
+        allow_insecure_auth: bool = False,
+    ) -> None:
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, not {max_connections}")
+        if max_messages_per_connection < 1:
+            raise ValueError(
+                "max_messages_per_connection must be at least 1, "
+                f"not {max_messages_per_connection}"
+            )
+        if rate_limit is not None and rate_limit <= 0:
+            raise ValueError(f"rate_limit must be positive, not {rate_limit}")
+        if tls is None:
+            tls = "implicit" if port == 465 else "starttls"
+        if tls not in _TLS_MODES:
+            raise ValueError(f"tls must be one of {', '.join(_TLS_MODES)}, not {tls!r}")
+        if (username is None) != (password is None):
+            raise ValueError("username and password go together")
+        self.host = host
+        self.port = port
+        self.max_connections = max_connections
+        self.max_messages_per_connection = max_messages_per_connection
+        self.idle_timeout = idle_timeout
+        self.rate_limit = rate_limit
+        self.tls: TLSMode = tls
+        self.context = context
+        self.server_hostname = server_hostname
+        self.timeout = timeout
+        self.local_hostname = local_hostname
+        self.lmtp = lmtp
+        self.data_timeout = data_timeout
+        self._username = username
+        self._password = password
+        self._allow_insecure_auth = allow_insecure_auth
+
+        self._slots = anyio.Semaphore(max_connections)
+        self._connections: list[_PooledConnection] = []
+        self._opened = 0
+        self._next_send_at = -math.inf
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._closing = False
+
+    def __repr__(self) -> str:
+        target = self.host if self.host.startswith("/") else f"{self.host}:{self.port}"
+        return (
+            f"<SMTPPool {target} tls={self.tls} "
+            f"{len(self._connections)}/{self.max_connections} {self._connections!r}>"
+        )
+
+    # -- life cycle --------------------------------------------------------------
+
+    async def __aenter__(self) -> SMTPPool:
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        if self.idle_timeout is not None:
+            self._task_group.start_soon(self._reap_idle)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+        task_group, self._task_group = self._task_group, None
+        if task_group is not None:
+            # The background QUITs are shielded: they finish, bounded, before this.
+            await task_group.__aexit__(None, None, None)
+
+    async def aclose(self) -> None:
+        """QUIT every connection (shielded, bounded) and stop the pool."""
+        self._closing = True
+        connections, self._connections = self._connections, []
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True):
+            async with anyio.create_task_group() as closers:
+                for connection in connections:
+                    closers.start_soon(self._quit, connection)
+
+    async def _quit(self, connection: _PooledConnection) -> None:
+        connection.closed = True
+        smtp = connection.smtp
+        with anyio.CancelScope(shield=True):
+            if not connection.in_use:
+                with anyio.move_on_after(_QUIT_TIMEOUT), contextlib.suppress(OSError):
+                    await smtp.quit()  # SMTPException is an OSError
+            await smtp.close()
+
+    async def _reap_idle(self) -> None:
+        assert self.idle_timeout is not None
+        while True:
+            await anyio.sleep(max(self.idle_timeout / 2, 0.01))
+            now = anyio.current_time()
+            for connection in self._connections:
+                if connection.is_available() and connection.has_expired(
+                    now, self.idle_timeout, self.max_messages_per_connection
+                ):
+                    self._retire(connection)
+
+    def _retire(self, connection: _PooledConnection) -> None:
+        """Take a connection out of the pool now; QUIT it in the background."""
+        if connection in self._connections:
+            self._connections.remove(connection)
+        connection.closed = True
+        if self._task_group is not None:
+            self._task_group.start_soon(self._quit, connection)
+
+    # -- connections ---------------------------------------------------------------
+
+    def _take_idle(self) -> _PooledConnection | None:
+        now = anyio.current_time()
+        for connection in reversed(self._connections):
+            if not connection.is_available():
+                continue
+            if connection.has_expired(now, self.idle_timeout, self.max_messages_per_connection):
+                self._retire(connection)
+                continue
+            connection.in_use = True
+            return connection
+        return None
+
+    def _new_client(self) -> SMTP:
+        smtp: SMTP
+        if self.lmtp:
+            smtp = LMTP(
+                self.host,
+                self.port or 2003,
+                self.local_hostname,
+                timeout=self.timeout,
+                context=self.context,
+            )
+        elif self.tls == "implicit":
+            smtp = SMTP_SSL(
+                self.host, self.port, self.local_hostname, self.timeout, context=self.context
+            )
+        else:
+            smtp = SMTP(
+                self.host, self.port, self.local_hostname, self.timeout, context=self.context
+            )
+        smtp.data_timeout = self.data_timeout
+        return smtp
+
+    async def _connect(self, connection: _PooledConnection) -> None:
+        smtp = connection.smtp
+        reply = await smtp.connect(self.host, smtp.default_port if not self.port else self.port)
+        if reply.code != 220:
+            await smtp.close()
+            raise SMTPConnectError(reply.code, reply.message)
+        await smtp.ehlo_or_helo_if_needed()
+        if self.tls in ("starttls", "opportunistic") and not self.lmtp:
+            if smtp.has_extn("starttls"):
+                await smtp.starttls(server_hostname=self.server_hostname)
+                await smtp.ehlo_or_helo_if_needed()
+            elif self.tls == "starttls":
+                await smtp.close()
+                raise SMTPNotSupportedError(
+                    f"{self.host} does not offer STARTTLS, and tls='starttls' requires it "
+                    "(use tls='opportunistic' to send in plaintext when it is missing)"
+                )
+        if self._username is not None and self._password is not None:
+            encrypted = smtp.is_tls
+            if not (encrypted or _is_local(self.host) or self._allow_insecure_auth):
+                await smtp.close()
+                raise SMTPNotSupportedError(
+                    f"refusing to send credentials to {self.host} over a connection that is "
+                    "not encrypted (pass allow_insecure_auth=True to allow it)"
+                )
+            await smtp.login(self._username, self._password)
+
+    async def _acquire(self) -> _PooledConnection:
+        if self._closing:
+            raise SMTPServerDisconnected("the pool is closed")
+        try:
+            with anyio.fail_after(self.timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise SMTPTimeoutError(
+                f"no connection to {self.host} became free within {self.timeout} s"
+            ) from None
+        try:
+            connection = self._take_idle()
+            if connection is None:
+                self._opened += 1
+                connection = _PooledConnection(self._new_client(), self._opened)
+                connection.in_use = True
+                self._connections.append(connection)
+                try:
+                    await self._connect(connection)
+                except BaseException:
+                    self._drop(connection)
+                    raise
+            return connection
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _release(self, connection: _PooledConnection, *, healthy: bool) -> None:
+        connection.in_use = False
+        connection.idle_since = anyio.current_time()
+        if not healthy or connection.smtp.is_closed:
+            self._drop(connection)
+        elif connection.messages_sent >= self.max_messages_per_connection:
+            self._retire(connection)
+        self._slots.release()
+
+    def _drop(self, connection: _PooledConnection) -> None:
+        """Forget a connection that failed; it is closed without QUIT."""
+        if connection in self._connections:
+            self._connections.remove(connection)
+        connection.closed = True
+        if self._task_group is not None:
+            self._task_group.start_soon(connection.smtp.close)
+
+    async def _wait_for_rate(self) -> None:
+        if self.rate_limit is None:
+            return
+        now = anyio.current_time()
+        start = max(now, self._next_send_at)
+        self._next_send_at = start + 1 / self.rate_limit
+        if start > now:
+            await anyio.sleep(start - now)
+
+    # -- sending -------------------------------------------------------------------
+
+    async def sendmail(
+        self,
+        from_addr: str,
+        to_addrs: str | Sequence[str],
+        msg: str | bytes,
+        mail_options: Sequence[str] = (),
+        rcpt_options: Sequence[str] = (),
+    ) -> SendResult:
+        """Send one message through a pooled connection: SMTP.sendmail's results and
+        exceptions, plus one automatic retry where the server cannot have the message."""
+        recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
+        return await self._deliver(from_addr, recipients, msg, mail_options, rcpt_options)
+
+    async def send_message(
+        self,
+        msg: email.message.Message,
+        from_addr: str | None = None,
+        to_addrs: str | Sequence[str] | None = None,
+        mail_options: Sequence[str] = (),
+        rcpt_options: Sequence[str] = (),
+    ) -> SendResult:
+        """Send an email.message.Message, taking the envelope from its headers."""
+        # Whether the server has SMTPUTF8 is known only on a connection; flatten for
+        # it, and let the server refuse if it cannot take it.
+        envelope = flatten_message(
+            msg, from_addr, to_addrs, mail_options, server_has_smtputf8=True
+        )
+        return await self._deliver(
+            envelope.sender,
+            envelope.recipients,
+            envelope.data,
+            envelope.mail_options,
+            rcpt_options,
+            needs_smtputf8="SMTPUTF8" in envelope.mail_options,
+        )
+
+    async def _deliver(
+        self,
+        from_addr: str,
+        recipients: list[str],
+        msg: str | bytes,
+        mail_options: Sequence[str],
+        rcpt_options: Sequence[str],
+        *,
+        needs_smtputf8: bool = False,
+    ) -> SendResult:
+        refused: dict[str, tuple[int, bytes]] = {}
+        pending = recipients
+        result: SendResult | None = None
+        while True:
+            try:
+                result = await self._transaction_with_retry(
+                    from_addr, pending, msg, mail_options, rcpt_options, needs_smtputf8
+                )
+            except SMTPRecipientsRefused as exc:
+                if result is None:
+                    raise
+                # A follow-up transaction for 452'd recipients refused them all.
+                refused.update(exc.recipients)
+                return SendResult(refused, result.reply)
+            except SMTPResponseException as exc:
+                if result is None:
+                    raise
+                # The message went to the first recipients; the follow-up failed.
+                refused.update(
+                    (addr, (exc.smtp_code, _as_bytes(exc.smtp_error))) for addr in pending
+                )
+                return SendResult(refused, result.reply)
+            except BaseException as exc:
+                if result is not None:
+                    accepted = [
+                        addr for addr in recipients if addr not in refused and addr not in pending
+                    ]
+                    exc.add_note(f"the message had already been accepted for {accepted}")
+                raise
+            # RFC 5321 4.5.3.1.10: 452 "too many recipients" means "send the rest in
+            # another transaction", as long as this one made progress.
+            deferred = [addr for addr in pending if result.get(addr, (0,))[0] == 452]
+            refused.update((addr, value) for addr, value in result.items() if addr not in deferred)
+            if not deferred or len(deferred) == len(pending):
+                refused.update((addr, result[addr]) for addr in deferred)
+                return SendResult(refused, result.reply)
+            pending = deferred
+
+    async def _transaction_with_retry(
+        self,
+        from_addr: str,
+        recipients: list[str],
+        msg: str | bytes,
+        mail_options: Sequence[str],
+        rcpt_options: Sequence[str],
+        needs_smtputf8: bool,
+    ) -> SendResult:
+        for attempt in (1, 2):
+            await self._wait_for_rate()
+            connection = await self._acquire()
+            smtp = connection.smtp
+            healthy = False
+            try:
+                if needs_smtputf8 and not smtp.has_extn("smtputf8"):
+                    raise SMTPNotSupportedError(
+                        "One or more source or delivery addresses require internationalized "
+                        "email support, but the server does not advertise the required "
+                        "SMTPUTF8 capability"
+                    )
+                result = await smtp.sendmail(
+                    from_addr, recipients, msg, mail_options, rcpt_options
+                )
+                connection.messages_sent += 1
+                healthy = True
+                return result
+            except BaseException as exc:
+                healthy = _left_clean(smtp, exc)
+                if attempt == 1 and _server_cannot_have_it(smtp, exc):
+                    continue
+                raise
+            finally:
+                self._release(connection, healthy=healthy)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _as_bytes(text: bytes | str) -> bytes:
+    return text if isinstance(text, bytes) else text.encode("utf-8", "replace")
+
+
+def _left_clean(smtp: SMTP, exc: BaseException) -> bool:
+    """Whether a connection is provably in step after this failure: a refusal the
+    client answered with RSET, or a check that sent nothing."""
+    if smtp.is_closed:
+        return False
+    if isinstance(exc, SMTPRecipientsRefused):
+        return all(code != 421 for code, _ in exc.recipients.values())
+    if isinstance(exc, (SMTPSenderRefused, SMTPDataError)):
+        return exc.smtp_code != 421
+    return isinstance(exc, (SMTPNotSupportedError, ValueError))
+
+
+def _server_cannot_have_it(smtp: SMTP, exc: BaseException) -> bool:
+    """Whether the failed transaction may be sent again: only where the connection
+    failed, or the server said 421, before the end of the data left."""
+    if smtp.end_of_data_sent or isinstance(exc, SMTPDeliveryUnknownError):
+        return False
+    if isinstance(exc, SMTPRecipientsRefused):
+        return any(code == 421 for code, _ in exc.recipients.values())
+    if isinstance(exc, SMTPResponseException):
+        return exc.smtp_code == 421
+    return isinstance(exc, SMTPServerDisconnected)
+
+
+async def send(
+    msg: email.message.Message | bytes | str,
+    host: str,
+    port: int = 0,
+    *,
+    from_addr: str | None = None,
+    to_addrs: str | Sequence[str] | None = None,
+    mail_options: Sequence[str] = (),
+    rcpt_options: Sequence[str] = (),
+    **pool_options: Any,
+) -> SendResult:
+    """Send one message over one fresh connection, with the pool's TLS policy,
+    retry and 452 rules: the one-call way for a web handler."""
+    async with SMTPPool(host, port, max_connections=1, **pool_options) as pool:
+        if isinstance(msg, email.message.Message):
+            return await pool.send_message(msg, from_addr, to_addrs, mail_options, rcpt_options)
+        if from_addr is None or to_addrs is None:
+            raise ValueError("from_addr and to_addrs are required for a bytes or str message")
+        return await pool.sendmail(from_addr, to_addrs, msg, mail_options, rcpt_options)
