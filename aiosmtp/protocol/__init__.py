@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ._commands import Command, CommandKind, check_argument
 from ._connection import NEED_DATA, NeedData, SMTPConnection
-from ._data import DataEncoder, normalize_line_endings
+from ._data import DataEncoder, LineEndingNormalizer, normalize_line_endings
 from ._ehlo import parse_ehlo_features
 from ._errors import (
     ForbiddenCharacterError,
@@ -38,6 +38,7 @@ __all__ = [
     "CommandKind",
     "DataEncoder",
     "ForbiddenCharacterError",
+    "LineEndingNormalizer",
     "LocalProtocolError",
     "NeedData",
     "ProtocolError",

@@ -35,6 +35,7 @@ class CommandKind(enum.Enum):
     AUTH = "AUTH"
     AUTH_RESPONSE = "AUTH response"  # a base64 line answering a 334 challenge
     QUIT = "QUIT"
+    RECIPIENT_STATUS = "recipient status"  # LMTP: a further per-recipient reply to the data
     OTHER = "other"  # NOOP, VRFY, EXPN, HELP and whatever docmd() is given
 
     @classmethod

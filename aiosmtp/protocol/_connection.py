@@ -127,9 +127,22 @@ class SMTPConnection:
             last = kind
         self._utf8 = utf8
         self._awaiting.extend(command.kind for command in commands)
-        if any(command.kind is _K.BDAT_LAST for command in commands):
-            self._end_transaction()
         return lines[0] if len(lines) == 1 else b"".join(lines)
+
+    def send_bdat(self, size: int, *, last: bool) -> bytes:
+        """Return the ``BDAT`` command line for a chunk of ``size`` bytes (RFC 3030).
+
+        The caller sends exactly that many bytes right after it, with line endings
+        already normalised (``LineEndingNormalizer``) unless the body is
+        BINARYMIME. BDAT may be pipelined after MAIL and RCPT.
+        """
+        if size < 0:
+            raise LocalProtocolError(f"a BDAT chunk cannot have {size} bytes")
+        kind = _K.BDAT_LAST if last else _K.BDAT
+        data = self.send(Command("BDAT", f"{size} LAST" if last else str(size), kind))
+        if last:
+            self._utf8 = False
+        return data
 
     def send_data(self, chunk: bytes) -> bytes:
         """Return the wire bytes for the next piece of a message after 354."""
@@ -143,18 +156,12 @@ class SMTPConnection:
         if self._state is not State.DATA or self._encoder is None:
             raise LocalProtocolError(f"cannot end message data in state {self._state.name}")
         data = self._encoder.finish()
-        # With no accepted recipient an LMTP server should not have said 354; if it
-        # did, one reply is the likelier answer, and a wrong guess only times out.
-        replies = max(1, self._accepted_recipients) if self.lmtp else 1
-        self._awaiting.extend([_K.END_OF_DATA] * replies)
-        self._end_transaction()
-        return data
-
-    def _end_transaction(self) -> None:
+        self._awaiting.append(_K.END_OF_DATA)
+        # The server leaves the data phase on the final dot, whatever it answers.
         self._state = State.READY
         self._encoder = None
         self._utf8 = False
-        self._accepted_recipients = 0
+        return data
 
     # -- receiving -------------------------------------------------------------
 
@@ -184,6 +191,13 @@ class SMTPConnection:
         if self._state is State.CLOSED:
             raise RemoteProtocolError(f"reply after the session closed: {reply!r}")
         kind = self._awaiting.popleft()
+        if self.lmtp and kind in (_K.END_OF_DATA, _K.BDAT_LAST):
+            # RFC 2033 section 4.2: one reply per recipient accepted at RCPT. They
+            # are all counted by now (their replies came first), even if MAIL, RCPT
+            # and BDAT were pipelined. With none accepted the server should not have
+            # taken the data at all; one reply is then the likelier answer.
+            more = max(self._accepted_recipients - 1, 0)
+            self._awaiting.extendleft([_K.RECIPIENT_STATUS] * more)
         outcome = Outcome.of(reply.code)
         if outcome is Outcome.INTERMEDIATE and kind not in WAITS_FOR_MORE:
             raise RemoteProtocolError(f"{reply.code} is no reply to {kind.value}")

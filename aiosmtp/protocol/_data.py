@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from ._errors import LocalProtocolError
 
-__all__ = ["DataEncoder", "normalize_line_endings"]
+__all__ = ["DataEncoder", "LineEndingNormalizer", "normalize_line_endings"]
 
 _CR = b"\r"
 _LF = b"\n"
@@ -36,31 +36,51 @@ def normalize_line_endings(chunk: bytes) -> bytes:
     return chunk.replace(_CRLF, _LF).replace(_CR, _LF).replace(_LF, _CRLF)
 
 
+class LineEndingNormalizer:
+    """Streaming form of ``normalize_line_endings`` for a body sent in chunks.
+
+    A chunk that ends in CR is returned without it: whether that CR is bare or the
+    first half of a CRLF is known only from the next chunk (or ``finish()``).
+    """
+
+    __slots__ = ("_held_cr",)
+
+    def __init__(self) -> None:
+        self._held_cr = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._held_cr:
+            # Rare: a line ending was split across chunks.
+            self._held_cr = False
+            chunk = _CR + chunk
+        if chunk.endswith(_CR):
+            self._held_cr = True
+            chunk = chunk[:-1]
+        return normalize_line_endings(chunk) if chunk else b""
+
+    def finish(self) -> bytes:
+        """The held CR, if any, as the line ending it is."""
+        held, self._held_cr = self._held_cr, False
+        return _CRLF if held else b""
+
+
 class DataEncoder:
     """Streaming transformer from message bytes to a DATA payload."""
 
-    __slots__ = ("_at_line_start", "_finished", "_held_cr")
+    __slots__ = ("_at_line_start", "_finished", "_normalizer")
 
     def __init__(self) -> None:
+        self._normalizer = LineEndingNormalizer()
         self._at_line_start = True
-        self._held_cr = False
         self._finished = False
 
     def encode(self, chunk: bytes) -> bytes:
         """Return the wire bytes for the next piece of the message."""
         if self._finished:
             raise LocalProtocolError("the message data has already been finished")
-        if self._held_cr:
-            # Rare: a line ending was split across chunks.
-            self._held_cr = False
-            chunk = _CR + chunk
-        if chunk.endswith(_CR):
-            # Whether this CR is bare or the start of a CRLF depends on the next chunk.
-            self._held_cr = True
-            chunk = chunk[:-1]
+        chunk = self._normalizer.feed(chunk)
         if not chunk:
-            return b""
-        chunk = normalize_line_endings(chunk)
+            return chunk
         if b"\r\n." in chunk:
             chunk = chunk.replace(b"\r\n.", b"\r\n..")
         if self._at_line_start and chunk[0] == 0x2E:  # "."
@@ -69,10 +89,10 @@ class DataEncoder:
         return chunk
 
     def finish(self) -> bytes:
-        """Return the bytes that end the payload: a line ending if one is due, and ".\\r\\n"."""
+        """Return the bytes that end the payload: a line ending if one is due, and ".\r\n"."""
         if self._finished:
             raise LocalProtocolError("the message data has already been finished")
         self._finished = True
-        if self._held_cr or not self._at_line_start:
+        if self._normalizer.finish() or not self._at_line_start:
             return b"\r\n.\r\n"
         return b".\r\n"

@@ -94,6 +94,9 @@ REPLY_TRANSITIONS: dict[tuple[State, CommandKind, Outcome], State] = {
     **{(state, kind, _P): _S.READY for state in _OPEN for kind in (_K.EHLO, _K.HELO)},
     **{(state, _K.RSET, _P): _S.READY for state in _OPEN},
     (_S.READY, _K.MAIL, _P): _S.TRANSACTION,
+    # RFC 3030 section 4.2: after a refused BDAT the transaction stays open until
+    # RSET, so only an accepted last chunk ends it.
+    (_S.TRANSACTION, _K.BDAT_LAST, _P): _S.READY,
     # 354 after a refused MAIL can only come from a broken server, but it still
     # puts the server in the data phase, and the client must end it.
     **{(state, _K.DATA, _I): _S.DATA for state in _OPEN},
