@@ -19,12 +19,13 @@ import logging
 import socket
 import ssl
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import ClassVar
 
 import anyio
 
+from ._body import CHUNK_SIZE, MessageBody, MessageSource, as_body
 from ._transport import Transport
 from .errors import (
     SMTPAuthenticationError,
@@ -46,6 +47,7 @@ from .protocol import (
     NEED_DATA,
     PASSWORD_MECHANISMS,
     Command,
+    LineEndingNormalizer,
     LocalProtocolError,
     RemoteProtocolError,
     Reply,
@@ -55,7 +57,6 @@ from .protocol import (
     decode_challenge,
     encode_response,
     login_response,
-    normalize_line_endings,
     parse_ehlo_features,
     plain_response,
 )
@@ -81,6 +82,7 @@ _RSET = Command.make("RSET")
 logger = logging.getLogger("aiosmtp.protocol")
 
 AuthObject = Callable[..., "str | bytes | None"]
+ProgressCallback = Callable[[int], object]
 
 
 class SendResult(dict[str, tuple[int, bytes]]):
@@ -146,6 +148,7 @@ class SMTP:
         source_address: tuple[str, int] | None = None,
         *,
         context: ssl.SSLContext | None = None,
+        chunking: bool = True,
     ) -> None:
         self._host = host
         self._port = port
@@ -153,6 +156,8 @@ class SMTP:
         self.timeout = timeout
         self.source_address = source_address
         self.context = context
+        #: Send bodies with BDAT (RFC 3030) when the server offers CHUNKING.
+        self.chunking = chunking
         self.debuglevel = 0
         self.helo_resp: bytes | None = None
         self.ehlo_resp: bytes | None = None
@@ -610,9 +615,9 @@ class SMTP:
         async with self._lock:
             return await self._command(self._rcpt_command(recip, options))
 
-    async def data(self, msg: str | bytes) -> Reply:
+    async def data(self, msg: MessageSource) -> Reply:
         """DATA and the message; a refused DATA raises SMTPDataError (as smtplib)."""
-        body = msg.encode("ascii") if isinstance(msg, str) else msg
+        body = as_body(msg)
         async with self._lock:
             reply = await self._command(_DATA)
             if reply.code != 354:
@@ -620,52 +625,81 @@ class SMTP:
             replies = await self._send_body(body)
             return replies[-1]
 
-    async def _send_body(self, body: bytes) -> list[Reply]:
+    async def _send(self, data: bytes) -> None:
+        transport, _ = self._connection()
+        await transport.send(data, self.timeout)
+
+    async def _send_body(
+        self, body: MessageBody, progress: ProgressCallback | None = None
+    ) -> list[Reply]:
         """Send the message after a 354 and read the replies to its end.
 
         Once the final dot has left, a lost connection or a timeout no longer means
         "not delivered": it raises SMTPDeliveryUnknownError.
         """
-        transport, conn = self._connection()
-        async with self._io_guard():
-            payload = conn.send_data(body)
+        _, conn = self._connection()
+        sent = 0
+        # Small pieces are gathered into one write; large ones go out as they are.
+        pending: list[bytes] = []
+        pending_size = 0
+        async with self._io_guard(), contextlib.aclosing(body.chunks()) as chunks:
+            async for chunk in chunks:
+                payload = conn.send_data(chunk)
+                pending.append(payload)
+                pending_size += len(payload)
+                if pending_size >= _COALESCE_LIMIT:
+                    await self._send(pending[0] if len(pending) == 1 else b"".join(pending))
+                    pending, pending_size = [], 0
+                sent += len(chunk)
+                if progress is not None:
+                    progress(sent)
             end = conn.end_data()
-            if len(payload) <= _COALESCE_LIMIT:
-                await transport.send(payload + end, self.timeout)
+            if pending_size + len(end) <= _COALESCE_LIMIT:
+                await self._send(b"".join([*pending, end]))
             else:
-                await transport.send(payload, self.timeout)
-                await transport.send(end, self.timeout)
+                await self._send(b"".join(pending))
+                await self._send(end)
             self.end_of_data_sent = True
             if self.debuglevel > 0:
-                self._debug("send:", f"<message data, {len(payload)} bytes>")
-            replies = []
-            try:
-                while self._conn is not None and self._conn.awaiting_replies:
-                    replies.append(await self._read_reply(self.data_timeout))
-            except SMTPTimeoutError as exc:
-                raise SMTPDeliveryUnknownTimeoutError(
-                    f"{exc}; the message data had been sent in full, so it may have been delivered"
-                ) from exc
-            except SMTPServerDisconnected as exc:
-                raise SMTPDeliveryUnknownError(
-                    f"{exc}; the message data had been sent in full, so it may have been delivered"
-                ) from exc
-            return replies
+                self._debug("send:", f"<message data, {sent} bytes>")
+            return await self._read_final_replies()
+
+    async def _read_final_replies(self) -> list[Reply]:
+        replies = []
+        try:
+            while self._conn is not None and self._conn.awaiting_replies:
+                replies.append(await self._read_reply(self.data_timeout))
+        except SMTPTimeoutError as exc:
+            raise SMTPDeliveryUnknownTimeoutError(
+                f"{exc}; the message had been sent in full, so it may have been delivered"
+            ) from exc
+        except SMTPServerDisconnected as exc:
+            raise SMTPDeliveryUnknownError(
+                f"{exc}; the message had been sent in full, so it may have been delivered"
+            ) from exc
+        return replies
 
     async def sendmail(
         self,
         from_addr: str,
         to_addrs: str | Sequence[str],
-        msg: str | bytes,
+        msg: MessageSource,
         mail_options: Sequence[str] = (),
         rcpt_options: Sequence[str] = (),
+        *,
+        progress: ProgressCallback | None = None,
     ) -> SendResult:
-        """Send one message, with smtplib's rules; return the refused recipients."""
-        # smtplib refuses a str message with non-ASCII text the same way.
-        body = msg.encode("ascii") if isinstance(msg, str) else msg
+        """Send one message, with smtplib's rules; return the refused recipients.
+
+        ``msg`` may also be a binary file or an async iterable of bytes, streamed
+        with bounded memory; ``progress(bytes_sent)`` is called as the body goes out.
+        """
+        body = as_body(msg)
         async with self._lock:
             await self._ehlo_or_helo_if_needed()
-            return await self._sendmail(from_addr, to_addrs, body, mail_options, rcpt_options)
+            return await self._sendmail(
+                from_addr, to_addrs, body, mail_options, rcpt_options, progress
+            )
 
     async def send_message(
         self,
@@ -674,6 +708,8 @@ class SMTP:
         to_addrs: str | Sequence[str] | None = None,
         mail_options: Sequence[str] = (),
         rcpt_options: Sequence[str] = (),
+        *,
+        progress: ProgressCallback | None = None,
     ) -> SendResult:
         """Send an email.message.Message, taking the envelope from its headers."""
         async with self._lock:
@@ -688,27 +724,27 @@ class SMTP:
             return await self._sendmail(
                 envelope.sender,
                 envelope.recipients,
-                envelope.data,
+                as_body(envelope.data),
                 envelope.mail_options,
                 rcpt_options,
+                progress,
             )
 
     async def _sendmail(
         self,
         from_addr: str,
         to_addrs: str | Sequence[str],
-        body: bytes,
+        body: MessageBody,
         mail_options: Sequence[str],
         rcpt_options: Sequence[str],
+        progress: ProgressCallback | None = None,
     ) -> SendResult:
         self.end_of_data_sent = False
-        # Normalised once here, so that SIZE counts the bytes that are sent.
-        body = normalize_line_endings(body)
         recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
         options: list[str] = []
         if self.does_esmtp:
-            if self.has_extn("size"):
-                options.append(f"SIZE={len(body)}")
+            if self.has_extn("size") and body.size is not None:
+                options.append(f"SIZE={body.size}")
             options.extend(mail_options)
         # Every command is built and encoded, and so checked, before the first is
         # sent: a bad recipient must not leave a transaction half open.
@@ -720,16 +756,35 @@ class SMTP:
         for command in (mail, *rcpts):
             command.to_bytes(encoding)
 
-        if self.does_esmtp and self.has_extn("pipelining"):
+        pipelining = self.does_esmtp and self.has_extn("pipelining")
+        if self.chunking and self.does_esmtp and self.has_extn("chunking"):
+            return await self._bdat_transaction(
+                from_addr, recipients, mail, rcpts, body, pipelining, progress
+            )
+        if pipelining:
             replies = await self._exchange([mail, *rcpts, _DATA])
         else:
-            replies = await self._exchange_step_by_step(mail, rcpts)
-        mail_reply = replies[0]
-        rcpt_replies = replies[1 : 1 + len(rcpts)]
-        data_reply = replies[1 + len(rcpts)] if len(replies) > 1 + len(rcpts) else None
-
-        if mail_reply.code != 250:
+            replies = await self._exchange_step_by_step(mail, rcpts, _DATA)
+        accepted, refused, data_reply = await self._check_envelope(from_addr, recipients, replies)
+        if data_reply.code != 354:
             await self._abandon_transaction(data_reply)
+            raise SMTPDataError(data_reply.code, data_reply.message)
+        final_replies = await self._send_body(body, progress)
+        return await self._result(recipients, accepted, refused, final_replies)
+
+    async def _check_envelope(
+        self, from_addr: str, recipients: list[str], replies: list[Reply]
+    ) -> tuple[list[str], dict[str, tuple[int, bytes]], Reply]:
+        """smtplib's verdict on the MAIL and RCPT replies, in smtplib's order.
+
+        Returns the accepted and refused recipients and the reply that followed
+        them (to DATA, or to the first BDAT); raises where smtplib raises.
+        """
+        mail_reply = replies[0]
+        rcpt_replies = replies[1 : 1 + len(recipients)]
+        next_reply = replies[1 + len(recipients)] if len(replies) > 1 + len(recipients) else None
+        if mail_reply.code != 250:
+            await self._abandon_transaction(next_reply)
             raise SMTPSenderRefused(mail_reply.code, mail_reply.message, from_addr)
         refused: dict[str, tuple[int, bytes]] = {}
         accepted: list[str] = []
@@ -742,16 +797,24 @@ class SMTP:
                 await self._drop_connection()
                 raise SMTPRecipientsRefused(refused)
         if not accepted:
-            await self._abandon_transaction(data_reply)
+            await self._abandon_transaction(next_reply)
             raise SMTPRecipientsRefused(refused)
-        assert data_reply is not None
-        if data_reply.code != 354:
-            await self._abandon_transaction(data_reply)
-            raise SMTPDataError(data_reply.code, data_reply.message)
+        if next_reply is None:
+            await self._drop_connection()
+            raise SMTPServerDisconnected("connection closed in the middle of the transaction")
+        return accepted, refused, next_reply
 
-        final_replies = await self._send_body(body)
+    async def _result(
+        self,
+        recipients: list[str],
+        accepted: list[str],
+        refused: dict[str, tuple[int, bytes]],
+        final_replies: list[Reply],
+    ) -> SendResult:
         if not final_replies:
-            raise SMTPServerDisconnected("connection closed before the reply to the message")
+            raise SMTPDeliveryUnknownError(
+                "connection closed before the reply to the message; it may have been delivered"
+            )
         if self._lmtp:
             return self._lmtp_result(recipients, accepted, refused, final_replies)
         final = final_replies[0]
@@ -760,7 +823,98 @@ class SMTP:
             raise SMTPDataError(final.code, final.message)
         return SendResult(refused, final)
 
-    async def _exchange_step_by_step(self, mail: Command, rcpts: list[Command]) -> list[Reply]:
+    async def _bdat_transaction(
+        self,
+        from_addr: str,
+        recipients: list[str],
+        mail: Command,
+        rcpts: list[Command],
+        body: MessageBody,
+        pipelining: bool,
+        progress: ProgressCallback | None,
+    ) -> SendResult:
+        """CHUNKING (RFC 3030): the body in BDAT chunks of at most CHUNK_SIZE bytes.
+
+        With PIPELINING, MAIL, every RCPT and the first chunk go out in one write,
+        so a message that fits one chunk costs one round trip.
+        """
+        async with contextlib.aclosing(_bdat_chunks(body)) as chunks:
+            return await self._bdat_chunks_transaction(
+                from_addr, recipients, mail, rcpts, chunks, pipelining, progress
+            )
+
+    async def _bdat_chunks_transaction(
+        self,
+        from_addr: str,
+        recipients: list[str],
+        mail: Command,
+        rcpts: list[Command],
+        chunks: AsyncIterator[tuple[bytes, bool]],
+        pipelining: bool,
+        progress: ProgressCallback | None,
+    ) -> SendResult:
+        first, is_last = await anext(chunks)
+        if pipelining:
+            envelope = self._encode([mail, *rcpts])
+            async with self._io_guard():
+                self._trace_send([mail, *rcpts])
+                await self._send_bdat_chunk(envelope, first, is_last)
+                replies = await self._read_bdat_replies(1 + len(rcpts), is_last)
+        else:
+            replies = await self._exchange_step_by_step(mail, rcpts, None)
+            if len(replies) == 1 + len(rcpts) and any(
+                reply.code in (250, 251) for reply in replies[1:]
+            ):
+                async with self._io_guard():
+                    await self._send_bdat_chunk(b"", first, is_last)
+                    replies += await self._read_bdat_replies(0, is_last)
+        accepted, refused, chunk_reply = await self._check_envelope(from_addr, recipients, replies)
+        sent = len(first)
+        if progress is not None:
+            progress(sent)
+        final_replies = replies[1 + len(rcpts) :]
+        while not is_last:
+            if chunk_reply.code != 250:
+                break
+            chunk, is_last = await anext(chunks)
+            async with self._io_guard():
+                await self._send_bdat_chunk(b"", chunk, is_last)
+                final_replies = await self._read_bdat_replies(0, is_last)
+            chunk_reply = final_replies[0]
+            sent += len(chunk)
+            if progress is not None:
+                progress(sent)
+        if self.debuglevel > 0:
+            self._debug("send:", f"<message data in BDAT chunks, {sent} bytes>")
+        if not is_last:
+            # RFC 3030 section 4.2: after a refused chunk, send no more of them.
+            await self._abandon_transaction(None)
+            raise SMTPDataError(chunk_reply.code, chunk_reply.message)
+        return await self._result(recipients, accepted, refused, final_replies)
+
+    async def _send_bdat_chunk(self, prefix: bytes, chunk: bytes, last: bool) -> None:
+        _, conn = self._connection()
+        header = conn.send_bdat(len(chunk), last=last)
+        self._trace_send([Command("BDAT", f"{len(chunk)} LAST" if last else str(len(chunk)))])
+        if len(chunk) <= _COALESCE_LIMIT:
+            await self._send(prefix + header + chunk)
+        else:
+            await self._send(prefix + header)
+            await self._send(chunk)
+        if last:
+            self.end_of_data_sent = True
+
+    async def _read_bdat_replies(self, envelope_replies: int, last: bool) -> list[Reply]:
+        if last:
+            # The end of the data has left: from here a lost connection leaves the
+            # message's fate unknown, even while the envelope replies are read.
+            return await self._read_final_replies()
+        replies = [await self._read_reply() for _ in range(envelope_replies + 1)]
+        return replies
+
+    async def _exchange_step_by_step(
+        self, mail: Command, rcpts: list[Command], data: Command | None
+    ) -> list[Reply]:
         # Without PIPELINING, stop at the first reply that decides the outcome,
         # exactly where smtplib stops.
         replies = [await self._command(mail)]
@@ -773,8 +927,8 @@ class SMTP:
             if reply.code == 421:
                 return replies
             accepted += reply.code in (250, 251)
-        if accepted:
-            replies.append(await self._command(_DATA))
+        if accepted and data is not None:
+            replies.append(await self._command(data))
         return replies
 
     async def _abandon_transaction(self, data_reply: Reply | None) -> None:
@@ -786,7 +940,7 @@ class SMTP:
         if data_reply is not None and data_reply.code == 354:
             # RFC 2920 section 3.1: the message that cannot be delivered is ended
             # at once with a lone dot.
-            await self._send_body(b"")
+            await self._send_body(as_body(b""))
         await self._rset_quietly()
 
     def _lmtp_result(
@@ -803,6 +957,37 @@ class SMTP:
         if len(refused) == len(recipients):
             raise SMTPRecipientsRefused(refused)
         return SendResult(refused, final_replies[-1])
+
+
+async def _bdat_chunks(body: MessageBody) -> AsyncGenerator[tuple[bytes, bool], None]:
+    """(normalised chunk, is it the last) pairs: one read ahead, so that the last
+    chunk is known to be last when it is sent."""
+    normalizer = LineEndingNormalizer()
+    pending: bytes | None = None
+    small: list[bytes] = []  # pieces too small to be worth a BDAT of their own
+    small_size = 0
+    async with contextlib.aclosing(body.chunks()) as raw_chunks:
+        async for raw in raw_chunks:
+            for start in range(0, len(raw), CHUNK_SIZE):
+                piece = raw if len(raw) <= CHUNK_SIZE else raw[start : start + CHUNK_SIZE]
+                chunk = normalizer.feed(piece)
+                if small or len(chunk) < _COALESCE_LIMIT:
+                    small.append(chunk)
+                    small_size += len(chunk)
+                    if small_size < _COALESCE_LIMIT:
+                        continue
+                    chunk, small, small_size = b"".join(small), [], 0
+                if pending is not None:
+                    yield pending, False
+                pending = chunk
+    tail = b"".join([*small, normalizer.finish()])
+    if pending is None:
+        yield tail, True
+    elif tail:
+        yield pending, False
+        yield tail, True
+    else:
+        yield pending, True
 
 
 class SMTP_SSL(SMTP):
