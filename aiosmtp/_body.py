@@ -114,7 +114,9 @@ class AsyncIterableBody(MessageBody):
                 yield bytes(view[start : start + CHUNK_SIZE])
 
 
-MessageSource = str | bytes | bytearray | memoryview | _Readable | AsyncIterable[bytes]
+MessageSource = (
+    str | bytes | bytearray | memoryview | _Readable | AsyncIterable[bytes] | MessageBody
+)
 
 
 def as_body(msg: object) -> MessageBody:

@@ -29,7 +29,8 @@ from typing import Any, Literal
 import anyio
 import anyio.abc
 
-from .client import LMTP, SMTP, SMTP_SSL, SendResult
+from ._body import MessageBody, MessageSource, as_body
+from .client import LMTP, SMTP, SMTP_SSL, ProgressCallback, SendResult
 from .errors import (
     SMTPConnectError,
     SMTPDataError,
@@ -339,14 +340,18 @@ class SMTPPool:
         self,
         from_addr: str,
         to_addrs: str | Sequence[str],
-        msg: str | bytes,
+        msg: MessageSource,
         mail_options: Sequence[str] = (),
         rcpt_options: Sequence[str] = (),
+        *,
+        progress: ProgressCallback | None = None,
     ) -> SendResult:
         """Send one message through a pooled connection: SMTP.sendmail's results and
         exceptions, plus one automatic retry where the server cannot have the message."""
         recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
-        return await self._deliver(from_addr, recipients, msg, mail_options, rcpt_options)
+        return await self._deliver(
+            from_addr, recipients, as_body(msg), mail_options, rcpt_options, progress=progress
+        )
 
     async def send_message(
         self,
@@ -355,6 +360,8 @@ class SMTPPool:
         to_addrs: str | Sequence[str] | None = None,
         mail_options: Sequence[str] = (),
         rcpt_options: Sequence[str] = (),
+        *,
+        progress: ProgressCallback | None = None,
     ) -> SendResult:
         """Send an email.message.Message, taking the envelope from its headers."""
         # Whether the server has SMTPUTF8 is known only on a connection; flatten for
@@ -365,9 +372,10 @@ class SMTPPool:
         return await self._deliver(
             envelope.sender,
             envelope.recipients,
-            envelope.data,
+            as_body(envelope.data),
             envelope.mail_options,
             rcpt_options,
+            progress=progress,
             needs_smtputf8="SMTPUTF8" in envelope.mail_options,
         )
 
@@ -375,10 +383,11 @@ class SMTPPool:
         self,
         from_addr: str,
         recipients: list[str],
-        msg: str | bytes,
+        body: MessageBody,
         mail_options: Sequence[str],
         rcpt_options: Sequence[str],
         *,
+        progress: ProgressCallback | None = None,
         needs_smtputf8: bool = False,
     ) -> SendResult:
         refused: dict[str, tuple[int, bytes]] = {}
@@ -386,8 +395,10 @@ class SMTPPool:
         result: SendResult | None = None
         while True:
             try:
+                if result is not None:
+                    body.rewind()  # a follow-up transaction sends the body again
                 result = await self._transaction_with_retry(
-                    from_addr, pending, msg, mail_options, rcpt_options, needs_smtputf8
+                    from_addr, pending, body, mail_options, rcpt_options, progress, needs_smtputf8
                 )
             except SMTPRecipientsRefused as exc:
                 if result is None:
@@ -423,9 +434,10 @@ class SMTPPool:
         self,
         from_addr: str,
         recipients: list[str],
-        msg: str | bytes,
+        body: MessageBody,
         mail_options: Sequence[str],
         rcpt_options: Sequence[str],
+        progress: ProgressCallback | None,
         needs_smtputf8: bool,
     ) -> SendResult:
         for attempt in (1, 2):
@@ -441,14 +453,15 @@ class SMTPPool:
                         "SMTPUTF8 capability"
                     )
                 result = await smtp.sendmail(
-                    from_addr, recipients, msg, mail_options, rcpt_options
+                    from_addr, recipients, body, mail_options, rcpt_options, progress=progress
                 )
                 connection.messages_sent += 1
                 healthy = True
                 return result
             except BaseException as exc:
                 healthy = _left_clean(smtp, exc)
-                if attempt == 1 and _server_cannot_have_it(smtp, exc):
+                if attempt == 1 and body.replayable and _server_cannot_have_it(smtp, exc):
+                    body.rewind()
                     continue
                 raise
             finally:
