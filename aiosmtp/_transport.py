@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import ssl
 from collections.abc import Iterator
 from typing import Any
@@ -34,6 +35,31 @@ _READ_SIZE = 65536
 _CLOSE_TIMEOUT = 2.0
 
 
+def _translated(exc: BaseException, doing: str, *, connecting: bool = False) -> Exception | None:
+    """Our exception for an anyio, OS or ssl one; None for anything else."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return SMTPCertificateError(
+            f"certificate verification failed while {doing}: {exc.verify_message or exc}"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return SMTPTLSError(f"TLS failed while {doing}: {exc}")
+    if isinstance(exc, anyio.EndOfStream | anyio.IncompleteRead):
+        return SMTPServerDisconnected(f"connection closed by the server while {doing}")
+    if isinstance(exc, anyio.BrokenResourceError | anyio.ClosedResourceError):
+        cause = exc.__cause__
+        if isinstance(cause, ssl.SSLError):
+            return _translated(cause, doing)
+        detail = f": {cause}" if cause else ""
+        return SMTPServerDisconnected(f"connection lost while {doing}{detail}")
+    if isinstance(exc, TimeoutError):
+        return None  # the caller knows which timeout it was
+    if isinstance(exc, OSError):
+        if connecting:
+            return SMTPConnectError(-1, f"{doing} failed: {exc}")
+        return SMTPServerDisconnected(f"connection lost while {doing}: {exc}")
+    return None
+
+
 @contextlib.contextmanager
 def _translate_errors(
     doing: str, timeout: float | None, *, connecting: bool = False
@@ -43,28 +69,11 @@ def _translate_errors(
             yield
     except TimeoutError as exc:
         raise SMTPTimeoutError(f"timed out after {timeout} s while {doing}") from exc
-    except ssl.SSLCertVerificationError as exc:
-        raise SMTPCertificateError(
-            f"certificate verification failed while {doing}: {exc.verify_message or exc}"
-        ) from exc
-    except ssl.SSLError as exc:
-        raise SMTPTLSError(f"TLS failed while {doing}: {exc}") from exc
-    except (anyio.EndOfStream, anyio.IncompleteRead) as exc:
-        raise SMTPServerDisconnected(f"connection closed by the server while {doing}") from exc
-    except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-        cause = exc.__cause__
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            raise SMTPCertificateError(
-                f"certificate verification failed while {doing}: {cause.verify_message}"
-            ) from exc
-        if isinstance(cause, ssl.SSLError):
-            raise SMTPTLSError(f"TLS failed while {doing}: {cause}") from exc
-        detail = f": {cause}" if cause else ""
-        raise SMTPServerDisconnected(f"connection lost while {doing}{detail}") from exc
-    except OSError as exc:
-        if connecting:
-            raise SMTPConnectError(-1, f"{doing} failed: {exc}") from exc
-        raise SMTPServerDisconnected(f"connection lost while {doing}: {exc}") from exc
+    except Exception as exc:
+        ours = _translated(exc, doing, connecting=connecting)
+        if ours is None:
+            raise
+        raise ours from exc
 
 
 _BIND_ERRORS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
@@ -88,6 +97,34 @@ class Transport:
     def __init__(self, stream: anyio.abc.ByteStream, peer: str) -> None:
         self._stream = stream
         self.peer = peer
+        # Cancel scopes of the deadlines() blocks, innermost last. An operation
+        # inside one moves that scope's deadline instead of opening a scope of its
+        # own: a cancel scope per read and write was the costliest part of sending.
+        self._scopes: list[anyio.CancelScope] = []
+        self._doing = ""
+        self._timeout: float | None = None
+
+    @contextlib.contextmanager
+    def deadlines(self) -> Iterator[None]:
+        """A block in which each operation is bounded by its own timeout."""
+        scope = anyio.CancelScope()
+        self._scopes.append(scope)
+        try:
+            with scope:
+                yield
+        finally:
+            self._scopes.remove(scope)
+        if scope.cancelled_caught:
+            raise SMTPTimeoutError(f"timed out after {self._timeout} s while {self._doing}")
+
+    def _start(self, doing: str, timeout: float | None) -> anyio.CancelScope | None:
+        if not self._scopes:
+            return None
+        scope = self._scopes[-1]
+        self._doing = doing
+        self._timeout = timeout
+        scope.deadline = math.inf if timeout is None else anyio.current_time() + timeout
+        return scope
 
     @classmethod
     async def connect_tcp(
@@ -144,12 +181,34 @@ class Transport:
         return self._stream.extra(attribute, default)
 
     async def receive(self, timeout: float | None) -> bytes:
-        with _translate_errors("reading a reply", timeout):
-            return await self._stream.receive(_READ_SIZE)
+        scope = self._start("reading a reply", timeout)
+        if scope is None:
+            with _translate_errors("reading a reply", timeout):
+                return await self._stream.receive(_READ_SIZE)
+        try:
+            data = await self._stream.receive(_READ_SIZE)
+        except Exception as exc:
+            ours = _translated(exc, "reading a reply")
+            if ours is None:
+                raise
+            raise ours from exc
+        scope.deadline = math.inf
+        return data
 
     async def send(self, data: bytes, timeout: float | None) -> None:
-        with _translate_errors("sending", timeout):
+        scope = self._start("sending", timeout)
+        if scope is None:
+            with _translate_errors("sending", timeout):
+                await self._stream.send(data)
+            return
+        try:
             await self._stream.send(data)
+        except Exception as exc:
+            ours = _translated(exc, "sending")
+            if ours is None:
+                raise
+            raise ours from exc
+        scope.deadline = math.inf
 
     async def start_tls(
         self, context: ssl.SSLContext, server_hostname: str | None, timeout: float | None

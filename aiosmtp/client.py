@@ -174,7 +174,8 @@ class SMTP:
         self.end_of_data_sent = False
         self._transport: Transport | None = None
         self._conn: SMTPConnection | None = None
-        self._lock = anyio.Lock()
+        # fast_acquire: an uncontended lock costs no trip through the event loop.
+        self._lock = anyio.Lock(fast_acquire=True)
 
     def __repr__(self) -> str:
         state = self._conn.state.name if self._conn is not None else "not connected"
@@ -330,8 +331,10 @@ class SMTP:
 
     @contextlib.asynccontextmanager
     async def _io_guard(self) -> AsyncIterator[None]:
+        transport, _ = self._connection()
         try:
-            yield
+            with transport.deadlines():
+                yield
         except RemoteProtocolError as exc:
             await self._abort()
             raise SMTPResponseException(exc.code, str(exc)) from exc
@@ -666,9 +669,11 @@ class SMTP:
 
     async def _read_final_replies(self) -> list[Reply]:
         replies = []
+        transport, _ = self._connection()
         try:
-            while self._conn is not None and self._conn.awaiting_replies:
-                replies.append(await self._read_reply(self.data_timeout))
+            with transport.deadlines():
+                while self._conn is not None and self._conn.awaiting_replies:
+                    replies.append(await self._read_reply(self.data_timeout))
         except SMTPTimeoutError as exc:
             raise SMTPDeliveryUnknownTimeoutError(
                 f"{exc}; the message had been sent in full, so it may have been delivered"

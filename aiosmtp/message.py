@@ -14,6 +14,7 @@ import email.generator
 import email.message
 import email.utils
 import io
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,8 +31,17 @@ class Envelope:
     mail_options: tuple[str, ...]
 
 
+# A bare addr-spec made of atoms only: parseaddr would return it unchanged, and
+# parsing it costs more than everything else about a small message.
+_SIMPLE_ADDRESS = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+)
+
+
 def quote_address(address: str) -> str:
     """The ``<addr>`` form for MAIL and RCPT, from anything parseaddr understands."""
+    if _SIMPLE_ADDRESS.fullmatch(address):
+        return f"<{address}>"
     name, addr = email.utils.parseaddr(address)
     if (name, addr) == ("", ""):
         # Unparseable (or "<>"): send it as given, bracketed once.
