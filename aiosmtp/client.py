@@ -489,8 +489,8 @@ class SMTP:
                 raise SMTPResponseException(reply.code, reply.message)
             transport, conn = self._connection()
             async with self._io_guard():
+                conn.start_tls_done()
                 await transport.start_tls(context, server_hostname or self._host, self.timeout)
-            conn.start_tls_done()
             # RFC 3207 section 4.2: forget everything learnt before TLS.
             self._forget_ehlo()
             return reply

@@ -50,6 +50,10 @@ NEED_DATA: Final = NeedData.NEED_DATA
 
 _K = CommandKind
 _ENDS_TRANSACTION = frozenset({_K.EHLO, _K.HELO, _K.RSET})
+# Replies after which no recipient of the current transaction counts any more:
+# a new MAIL (accepted or not), the end of a transaction, or one of the commands
+# that abandon it.
+_COUNT_RESETS = frozenset({_K.MAIL, _K.END_OF_DATA, _K.BDAT_LAST, *_ENDS_TRANSACTION})
 
 
 class SMTPConnection:
@@ -198,6 +202,8 @@ class SMTPConnection:
             # taken the data at all; one reply is then the likelier answer.
             more = max(self._accepted_recipients - 1, 0)
             self._awaiting.extendleft([_K.RECIPIENT_STATUS] * more)
+        if kind in _COUNT_RESETS:
+            self._accepted_recipients = 0
         outcome = Outcome.of(reply.code)
         if outcome is Outcome.INTERMEDIATE and kind not in WAITS_FOR_MORE:
             raise RemoteProtocolError(f"{reply.code} is no reply to {kind.value}")
@@ -207,8 +213,6 @@ class SMTPConnection:
             return
         if kind is _K.RCPT and outcome is Outcome.POSITIVE:
             self._accepted_recipients += 1
-        elif kind is _K.MAIL and outcome is Outcome.POSITIVE:
-            self._accepted_recipients = 0
         if kind is _K.STARTTLS and self._parser.has_buffered_data():
             # Bytes after the 220 came in plaintext but would be read as if they had
             # come through TLS: a command injection attack (CVE-2011-0411).
@@ -222,7 +226,6 @@ class SMTPConnection:
             self._encoder = DataEncoder()
         elif new_state is State.READY and self._state is not State.READY:
             self._encoder = None
-            self._accepted_recipients = 0
         self._state = new_state
 
     # -- pauses and the end ----------------------------------------------------
@@ -232,6 +235,11 @@ class SMTPConnection:
         section 4.2), without a new greeting."""
         if self._state is not State.TLS_PENDING:
             raise LocalProtocolError(f"no STARTTLS to complete in state {self._state.name}")
+        if self._parser.has_buffered_data():
+            # Plaintext that arrived before the handshake must never count as if it
+            # had come through TLS.
+            self.close()
+            raise RemoteProtocolError("plaintext bytes received before the TLS handshake")
         self._state = State.READY
         self._utf8 = False
 
