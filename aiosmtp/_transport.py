@@ -117,12 +117,14 @@ class Transport:
         if scope.cancelled_caught:
             raise SMTPTimeoutError(f"timed out after {self._timeout} s while {self._doing}")
 
-    def _start(self, doing: str, timeout: float | None) -> anyio.CancelScope | None:
+    def _start(
+        self, doing: str, timeout: float | None, reported: float | None = None
+    ) -> anyio.CancelScope | None:
         if not self._scopes:
             return None
         scope = self._scopes[-1]
         self._doing = doing
-        self._timeout = timeout
+        self._timeout = timeout if reported is None else reported
         scope.deadline = math.inf if timeout is None else anyio.current_time() + timeout
         return scope
 
@@ -180,8 +182,12 @@ class Transport:
         """A typed attribute of the stream (anyio's ``TLSAttribute``, ``SocketAttribute``)."""
         return self._stream.extra(attribute, default)
 
-    async def receive(self, timeout: float | None) -> bytes:
-        scope = self._start("reading a reply", timeout)
+    async def receive(self, timeout: float | None, reported: float | None = None) -> bytes:
+        """Read what has arrived; ``reported`` is the timeout to name on expiry when
+        ``timeout`` is what remains of a longer one."""
+        if timeout is not None and timeout <= 0:
+            raise SMTPTimeoutError(f"timed out after {reported} s while reading a reply")
+        scope = self._start("reading a reply", timeout, reported)
         if scope is None:
             with _translate_errors("reading a reply", timeout):
                 return await self._stream.receive(_READ_SIZE)

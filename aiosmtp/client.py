@@ -344,11 +344,16 @@ class SMTP:
 
     async def _read_reply(self, timeout: float | None = None) -> Reply:
         transport, conn = self._connection()
-        while True:
-            reply = conn.next_reply()
-            if reply is not NEED_DATA:
-                break
-            conn.receive_data(await transport.receive(timeout or self.timeout))
+        reply = conn.next_reply()
+        if reply is NEED_DATA:
+            # The timeout bounds the whole reply, not each read: a server that
+            # trickles a byte at a time cannot hold the client for ever.
+            limit = timeout or self.timeout
+            deadline = None if limit is None else anyio.current_time() + limit
+            while reply is NEED_DATA:
+                remaining = None if deadline is None else deadline - anyio.current_time()
+                conn.receive_data(await transport.receive(remaining, limit))
+                reply = conn.next_reply()
         self._trace_reply(reply)
         if conn.state is State.CLOSED:
             # QUIT was answered, or the server said 421 and is hanging up.

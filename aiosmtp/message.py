@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import SMTPNotSupportedError
+from .protocol import check_argument
 
 __all__ = ["Envelope", "address_only", "flatten_message", "quote_address"]
 
@@ -39,9 +40,14 @@ _SIMPLE_ADDRESS = re.compile(
 
 
 def quote_address(address: str) -> str:
-    """The ``<addr>`` form for MAIL and RCPT, from anything parseaddr understands."""
+    """The ``<addr>`` form for MAIL and RCPT, from anything parseaddr understands.
+
+    CR, LF and NUL are refused in what the caller gave, before parsing: parseaddr
+    would quietly cut the address at a line break and hide the smuggling attempt.
+    """
     if _SIMPLE_ADDRESS.fullmatch(address):
         return f"<{address}>"
+    check_argument("address", address)
     name, addr = email.utils.parseaddr(address)
     if (name, addr) == ("", ""):
         # Unparseable (or "<>"): send it as given, bracketed once.
@@ -50,7 +56,8 @@ def quote_address(address: str) -> str:
 
 
 def address_only(address: str) -> str:
-    """The bare address for VRFY and EXPN."""
+    """The bare address for VRFY and EXPN (CR, LF and NUL refused first)."""
+    check_argument("address", address)
     name, addr = email.utils.parseaddr(address)
     return address if (name, addr) == ("", "") else addr
 

@@ -55,3 +55,16 @@ def smtpd_implicit_tls(server_context: ssl.SSLContext) -> Iterator[RunningServer
     """aiosmtpd behind implicit TLS, with AUTH."""
     with aiosmtpd_server(implicit_tls_context=server_context, auth=True) as server:
         yield server
+
+
+# -- scripted servers (tests/scripted.py) ----------------------------------------------
+
+from .scripted import ScriptedServers  # noqa: E402
+
+
+@pytest.fixture
+def scripted() -> Iterator[ScriptedServers]:
+    """``scripted(*steps)`` starts a scripted fake server; at teardown every one is
+    joined and the first failure inside a server thread fails the test."""
+    with ScriptedServers() as servers:
+        yield servers
