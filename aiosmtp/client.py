@@ -25,7 +25,7 @@ from typing import ClassVar
 
 import anyio
 
-from ._body import CHUNK_SIZE, MessageBody, MessageSource, as_body
+from ._body import CHUNK_SIZE, BytesBody, MessageBody, MessageSource, as_body
 from ._transport import Transport
 from .errors import (
     SMTPAuthenticationError,
@@ -172,6 +172,8 @@ class SMTP:
         #: Whether the last transaction's data was sent in full (after which a lost
         #: connection means an unknown outcome, not a failure).
         self.end_of_data_sent = False
+        # Between the end of the data and its reply: the outcome is not known.
+        self._delivery_pending = False
         self._transport: Transport | None = None
         self._conn: SMTPConnection | None = None
         # fast_acquire: an uncontended lock costs no trip through the event loop.
@@ -336,10 +338,21 @@ class SMTP:
             with transport.deadlines():
                 yield
         except RemoteProtocolError as exc:
+            self._delivery_pending = False
             await self._abort()
             raise SMTPResponseException(exc.code, str(exc)) from exc
-        except BaseException:
+        except BaseException as exc:
             await self._abort()
+            if self._delivery_pending and isinstance(exc, SMTPServerDisconnected):
+                self._delivery_pending = False
+                unknown = (
+                    SMTPDeliveryUnknownTimeoutError
+                    if isinstance(exc, SMTPTimeoutError)
+                    else SMTPDeliveryUnknownError
+                )
+                raise unknown(
+                    f"{exc}; the message had been sent in full, so it may have been delivered"
+                ) from exc
             raise
 
     async def _read_reply(self, timeout: float | None = None) -> Reply:
@@ -673,20 +686,13 @@ class SMTP:
             return await self._read_final_replies()
 
     async def _read_final_replies(self) -> list[Reply]:
+        """Read the replies to the end of the data (inside ``_io_guard``, which turns
+        a loss or a timeout from here on into SMTPDeliveryUnknownError)."""
+        self._delivery_pending = True
         replies = []
-        transport, _ = self._connection()
-        try:
-            with transport.deadlines():
-                while self._conn is not None and self._conn.awaiting_replies:
-                    replies.append(await self._read_reply(self.data_timeout))
-        except SMTPTimeoutError as exc:
-            raise SMTPDeliveryUnknownTimeoutError(
-                f"{exc}; the message had been sent in full, so it may have been delivered"
-            ) from exc
-        except SMTPServerDisconnected as exc:
-            raise SMTPDeliveryUnknownError(
-                f"{exc}; the message had been sent in full, so it may have been delivered"
-            ) from exc
+        while self._conn is not None and self._conn.awaiting_replies:
+            replies.append(await self._read_reply(self.data_timeout))
+        self._delivery_pending = False
         return replies
 
     async def sendmail(
@@ -749,7 +755,7 @@ class SMTP:
         rcpt_options: Sequence[str],
         progress: ProgressCallback | None = None,
     ) -> SendResult:
-        self.end_of_data_sent = False
+        self.end_of_data_sent = self._delivery_pending = False
         recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
         options: list[str] = []
         if self.does_esmtp:
@@ -848,6 +854,11 @@ class SMTP:
         With PIPELINING, MAIL, every RCPT and the first chunk go out in one write,
         so a message that fits one chunk costs one round trip.
         """
+        if isinstance(body, BytesBody) and body.size is not None and body.size <= CHUNK_SIZE:
+            # The common case needs neither the chunker nor a generator to close.
+            return await self._bdat_chunks_transaction(
+                from_addr, recipients, mail, rcpts, _SingleChunk(body.data), pipelining, progress
+            )
         async with contextlib.aclosing(_bdat_chunks(body)) as chunks:
             return await self._bdat_chunks_transaction(
                 from_addr, recipients, mail, rcpts, chunks, pipelining, progress
@@ -967,6 +978,24 @@ class SMTP:
         if len(refused) == len(recipients):
             raise SMTPRecipientsRefused(refused)
         return SendResult(refused, final_replies[-1])
+
+
+class _SingleChunk:
+    """An async iterator of one (chunk, last) pair, cheaper than a generator."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def __aiter__(self) -> _SingleChunk:
+        return self
+
+    async def __anext__(self) -> tuple[bytes, bool]:
+        if self._data is None:
+            raise StopAsyncIteration
+        data, self._data = self._data, None
+        return data, True
 
 
 async def _bdat_chunks(body: MessageBody) -> AsyncGenerator[tuple[bytes, bool], None]:

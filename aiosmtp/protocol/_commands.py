@@ -21,6 +21,10 @@ _FORBIDDEN = ("\r", "\n", "\0")
 class CommandKind(enum.Enum):
     """What a command is, as far as the session state is concerned."""
 
+    # Enum hashes by name in Python; members are singletons, so identity is
+    # enough, and the hot path looks them up in sets and dicts many times a message.
+    __hash__ = object.__hash__
+
     GREETING = "greeting"  # not sent: the server's first reply is awaited like one
     EHLO = "EHLO"
     HELO = "HELO"

@@ -39,6 +39,8 @@ __all__ = ["NEED_DATA", "NeedData", "SMTPConnection"]
 class NeedData(enum.Enum):
     """The type of the ``NEED_DATA`` sentinel."""
 
+    __hash__ = object.__hash__  # identity, as for the other enums of the core
+
     NEED_DATA = "NEED_DATA"
 
     def __repr__(self) -> str:

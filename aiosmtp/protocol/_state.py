@@ -29,6 +29,12 @@ __all__ = [
 
 
 class State(enum.Enum):
+    """Where the session is, as far as the server has confirmed."""
+
+    # Enum hashes by name in Python; members are singletons, so identity is
+    # enough, and the hot path looks them up in sets and dicts many times a message.
+    __hash__ = object.__hash__
+
     GREETING = "greeting"  # connected, the server's greeting not read yet
     READY = "ready"  # no mail transaction open
     TRANSACTION = "transaction"  # MAIL accepted, recipients and data may follow
@@ -39,6 +45,10 @@ class State(enum.Enum):
 
 
 class Outcome(enum.Enum):
+    """What kind of answer a reply code is."""
+
+    __hash__ = object.__hash__  # see State
+
     POSITIVE = 2  # 2xx
     INTERMEDIATE = 3  # 3xx
     NEGATIVE = 4  # 4xx or 5xx
