@@ -158,6 +158,9 @@ class SMTP:
         self.context = context
         #: Send bodies with BDAT (RFC 3030) when the server offers CHUNKING.
         self.chunking = chunking
+        #: The name to verify in the server's certificate (and send as SNI) when
+        #: it is not the host connected to.
+        self.server_hostname: str | None = None
         self.debuglevel = 0
         self.helo_resp: bytes | None = None
         self.ehlo_resp: bytes | None = None
@@ -508,7 +511,8 @@ class SMTP:
             transport, conn = self._connection()
             async with self._io_guard():
                 conn.start_tls_done()
-                await transport.start_tls(context, server_hostname or self._host, self.timeout)
+                name = server_hostname or self.server_hostname or self._host
+                await transport.start_tls(context, name, self.timeout)
             # RFC 3207 section 4.2: forget everything learnt before TLS.
             self._forget_ehlo()
             return reply
@@ -1042,7 +1046,7 @@ class SMTP_SSL(SMTP):
             timeout=self.timeout,
             source_address=self.source_address,
             tls_context=context,
-            server_hostname=host,
+            server_hostname=self.server_hostname or host,
         )
 
 

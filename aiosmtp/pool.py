@@ -252,6 +252,7 @@ class SMTPPool:
                 self.host, self.port, self.local_hostname, self.timeout, context=self.context
             )
         smtp.data_timeout = self.data_timeout
+        smtp.server_hostname = self.server_hostname
         return smtp
 
     async def _connect(self, connection: _PooledConnection) -> None:
@@ -263,7 +264,7 @@ class SMTPPool:
         await smtp.ehlo_or_helo_if_needed()
         if self.tls in ("starttls", "opportunistic") and not self.lmtp:
             if smtp.has_extn("starttls"):
-                await smtp.starttls(server_hostname=self.server_hostname)
+                await smtp.starttls()
                 await smtp.ehlo_or_helo_if_needed()
             elif self.tls == "starttls":
                 await smtp.close()
@@ -284,6 +285,9 @@ class SMTPPool:
     async def _acquire(self) -> _PooledConnection:
         if self._closing:
             raise SMTPServerDisconnected("the pool is closed")
+        if self._task_group is None:
+            # Without the block nothing would ever QUIT or close the connections.
+            raise RuntimeError("use the pool as `async with SMTPPool(...) as pool:`")
         try:
             with anyio.fail_after(self.timeout):
                 await self._slots.acquire()
