@@ -860,8 +860,11 @@ class SMTP:
         """
         if isinstance(body, BytesBody) and body.size is not None and body.size <= CHUNK_SIZE:
             # The common case needs neither the chunker nor a generator to close.
+            data = body.data
+            if data and not data.endswith(b"\n"):
+                data += b"\r\n"  # as in _bdat_chunks
             return await self._bdat_chunks_transaction(
-                from_addr, recipients, mail, rcpts, _SingleChunk(body.data), pipelining, progress
+                from_addr, recipients, mail, rcpts, _SingleChunk(data), pipelining, progress
             )
         async with contextlib.aclosing(_bdat_chunks(body)) as chunks:
             return await self._bdat_chunks_transaction(
@@ -1024,6 +1027,11 @@ async def _bdat_chunks(body: MessageBody) -> AsyncGenerator[tuple[bytes, bool], 
                     yield pending, False
                 pending = chunk
     tail = b"".join([*small, normalizer.finish()])
+    last_piece = tail or pending or b""
+    if last_piece and not last_piece.endswith(b"\n"):
+        # As over DATA, where the final dot needs it, the message ends with a
+        # line ending: both paths store the same bytes.
+        tail += b"\r\n"
     if pending is None:
         yield tail, True
     elif tail:
