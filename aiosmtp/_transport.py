@@ -14,7 +14,7 @@ import errno
 import math
 import ssl
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.abc
@@ -201,14 +201,16 @@ class Transport:
         scope.deadline = math.inf
         return data
 
-    async def send(self, data: bytes, timeout: float | None) -> None:
+    async def send(self, data: bytes | memoryview, timeout: float | None) -> None:
         scope = self._start("sending", timeout)
+        # anyio's streams take any bytes-like object, though typed for bytes.
+        payload = cast(bytes, data)
         if scope is None:
             with _translate_errors("sending", timeout):
-                await self._stream.send(data)
+                await self._stream.send(payload)
             return
         try:
-            await self._stream.send(data)
+            await self._stream.send(payload)
         except Exception as exc:
             ours = _translated(exc, "sending")
             if ours is None:

@@ -75,6 +75,8 @@ _MAX_CHALLENGES = 5
 _PIPELINE_GROUP = 100
 # A body up to this size goes out in one write with the final dot.
 _COALESCE_LIMIT = 65536
+# The largest single write; larger payloads are sliced (without copying).
+_WRITE_SLICE = 262144
 
 _DATA = Command.make("DATA")
 _RSET = Command.make("RSET")
@@ -652,7 +654,14 @@ class SMTP:
 
     async def _send(self, data: bytes) -> None:
         transport, _ = self._connection()
-        await transport.send(data, self.timeout)
+        if len(data) <= _WRITE_SLICE:
+            await transport.send(data, self.timeout)
+            return
+        # A large body goes out in slices, each written once the previous one has
+        # drained: the transport (and TLS) then never hold a second copy of it.
+        view = memoryview(data)
+        for start in range(0, len(data), _WRITE_SLICE):
+            await transport.send(view[start : start + _WRITE_SLICE], self.timeout)
 
     async def _send_body(
         self, body: MessageBody, progress: ProgressCallback | None = None
