@@ -117,6 +117,12 @@ class Transport:
         if scope.cancelled_caught:
             raise SMTPTimeoutError(f"timed out after {self._timeout} s while {self._doing}")
 
+    def pause_deadline(self) -> None:
+        """Lift the deadline of the last operation while the caller does other work
+        in a deadlines() block (such as reading the next piece of a message)."""
+        if self._scopes:
+            self._scopes[-1].deadline = math.inf
+
     def _start(
         self, doing: str, timeout: float | None, reported: float | None = None
     ) -> anyio.CancelScope | None:
@@ -198,7 +204,6 @@ class Transport:
             if ours is None:
                 raise
             raise ours from exc
-        scope.deadline = math.inf
         return data
 
     async def send(self, data: bytes | memoryview, timeout: float | None) -> None:
@@ -216,7 +221,6 @@ class Transport:
             if ours is None:
                 raise
             raise ours from exc
-        scope.deadline = math.inf
 
     async def start_tls(
         self, context: ssl.SSLContext, server_hostname: str | None, timeout: float | None

@@ -676,7 +676,9 @@ class SMTP:
         # Small pieces are gathered into one write; large ones go out as they are.
         pending: list[bytes] = []
         pending_size = 0
+        transport, _ = self._connection()
         async with self._io_guard(), contextlib.aclosing(body.chunks()) as chunks:
+            transport.pause_deadline()
             async for chunk in chunks:
                 payload = conn.send_data(chunk)
                 pending.append(payload)
@@ -687,6 +689,7 @@ class SMTP:
                 sent += len(chunk)
                 if progress is not None:
                     progress(sent)
+                transport.pause_deadline()  # the next piece may take its time
             end = conn.end_data()
             if pending_size + len(end) <= _COALESCE_LIMIT:
                 await self._send(b"".join([*pending, end]))
