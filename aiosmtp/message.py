@@ -62,6 +62,26 @@ def address_only(address: str) -> str:
     return address if (name, addr) == ("", "") else addr
 
 
+def _copy_tree(part: email.message.Message) -> email.message.Message:
+    """Copy the message's structure, sharing the leaves' content.
+
+    Deleting Bcc from the copy, and the generator choosing a boundary for a
+    multipart part that has none, then change the copy only: the caller's message
+    stays exactly as it was, nested parts included.
+    """
+    clone = copy.copy(part)  # own header list on write: Message replaces it, not edits
+    if part.is_multipart():
+        children = part.get_payload()
+        assert isinstance(children, list)
+        clone.set_payload(
+            [
+                _copy_tree(child) if isinstance(child, email.message.Message) else child
+                for child in children
+            ]
+        )
+    return clone
+
+
 def flatten_message(
     msg: email.message.Message,
     from_addr: str | None,
@@ -95,9 +115,7 @@ def flatten_message(
     else:
         recipients = list(to_addrs)
 
-    # A shallow copy has its own header list, so deleting from it leaves the
-    # caller's message as it was.
-    outgoing = copy.copy(msg)
+    outgoing = _copy_tree(msg)
     del outgoing["Bcc"]
     del outgoing["Resent-Bcc"]
 
