@@ -14,6 +14,7 @@ import errno
 import math
 import ssl
 from collections.abc import Iterator
+from types import TracebackType
 from typing import Any, cast
 
 import anyio
@@ -91,6 +92,36 @@ def _root_causes(exc: OSError) -> list[OSError]:
     return [exc]
 
 
+class _Deadlines:
+    """The context manager of ``Transport.deadlines()``; a class, not a generator,
+    because it wraps every exchange of every message."""
+
+    __slots__ = ("_scope", "_transport")
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+        self._scope = anyio.CancelScope()
+
+    def __enter__(self) -> None:
+        self._scope.__enter__()
+        self._transport._scopes.append(self._scope)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        transport = self._transport
+        transport._scopes.remove(self._scope)
+        # The scope swallows only the cancellation its own deadline caused.
+        self._scope.__exit__(exc_type, exc, tb)
+        if self._scope.cancelled_caught:
+            raise SMTPTimeoutError(
+                f"timed out after {transport._timeout} s while {transport._doing}"
+            )
+
+
 class Transport:
     """A connected byte stream, plaintext or TLS."""
 
@@ -104,18 +135,9 @@ class Transport:
         self._doing = ""
         self._timeout: float | None = None
 
-    @contextlib.contextmanager
-    def deadlines(self) -> Iterator[None]:
+    def deadlines(self) -> _Deadlines:
         """A block in which each operation is bounded by its own timeout."""
-        scope = anyio.CancelScope()
-        self._scopes.append(scope)
-        try:
-            with scope:
-                yield
-        finally:
-            self._scopes.remove(scope)
-        if scope.cancelled_caught:
-            raise SMTPTimeoutError(f"timed out after {self._timeout} s while {self._doing}")
+        return _Deadlines(self)
 
     def pause_deadline(self) -> None:
         """Lift the deadline of the last operation while the caller does other work

@@ -87,6 +87,54 @@ AuthObject = Callable[..., "str | bytes | None"]
 ProgressCallback = Callable[[int], object]
 
 
+class _IOGuard:
+    """``SMTP._io_guard()``: deadlines for each operation; on any failure the
+    connection is aborted and the exception translated. A class rather than a
+    generator, because it wraps every exchange of every message."""
+
+    __slots__ = ("_client", "_deadlines")
+
+    def __init__(self, client: SMTP) -> None:
+        self._client = client
+
+    async def __aenter__(self) -> None:
+        transport, _ = self._client._connection()
+        self._deadlines = transport.deadlines()
+        self._deadlines.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        failure = exc
+        try:
+            self._deadlines.__exit__(exc_type, exc, tb)
+        except SMTPTimeoutError as timeout:
+            failure = timeout
+        if failure is None:
+            return
+        client = self._client
+        if isinstance(failure, RemoteProtocolError):
+            client._delivery_pending = False
+            await client._abort()
+            raise SMTPResponseException(failure.code, str(failure)) from failure
+        await client._abort()
+        if client._delivery_pending and isinstance(failure, SMTPServerDisconnected):
+            client._delivery_pending = False
+            unknown = (
+                SMTPDeliveryUnknownTimeoutError
+                if isinstance(failure, SMTPTimeoutError)
+                else SMTPDeliveryUnknownError
+            )
+            raise unknown(
+                f"{failure}; the message had been sent in full, so it may have been delivered"
+            ) from failure
+        if failure is not exc:
+            raise failure
+
+
 class SendResult(dict[str, tuple[int, bytes]]):
     """The refused recipients, as smtplib returns them, plus the final reply.
 
@@ -336,29 +384,10 @@ class SMTP:
 
     # -- the exchange of bytes -----------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _io_guard(self) -> AsyncIterator[None]:
-        transport, _ = self._connection()
-        try:
-            with transport.deadlines():
-                yield
-        except RemoteProtocolError as exc:
-            self._delivery_pending = False
-            await self._abort()
-            raise SMTPResponseException(exc.code, str(exc)) from exc
-        except BaseException as exc:
-            await self._abort()
-            if self._delivery_pending and isinstance(exc, SMTPServerDisconnected):
-                self._delivery_pending = False
-                unknown = (
-                    SMTPDeliveryUnknownTimeoutError
-                    if isinstance(exc, SMTPTimeoutError)
-                    else SMTPDeliveryUnknownError
-                )
-                raise unknown(
-                    f"{exc}; the message had been sent in full, so it may have been delivered"
-                ) from exc
-            raise
+    def _io_guard(self) -> _IOGuard:
+        """The block around every exchange: any failure inside closes the
+        connection (see the theory of operation above)."""
+        return _IOGuard(self)
 
     async def _read_reply(self, timeout: float | None = None) -> Reply:
         transport, conn = self._connection()
