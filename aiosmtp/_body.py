@@ -46,9 +46,13 @@ class BytesBody(MessageBody):
     replayable = True
 
     def __init__(self, data: bytes) -> None:
-        # Normalised up front so that SIZE counts exactly the bytes that are sent.
-        self.data = normalize_line_endings(data)
-        self.size = len(self.data)
+        # Normalised, and ended with a line ending as the data must be, up front:
+        # SIZE then counts exactly the bytes that are sent.
+        data = normalize_line_endings(data)
+        if data and not data.endswith(b"\r\n"):
+            data += b"\r\n"
+        self.data = data
+        self.size = len(data)
 
     async def chunks(self) -> AsyncGenerator[bytes, None]:
         yield self.data

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import math
+import select
 import ssl
 from collections.abc import Iterator
 from types import TracebackType
@@ -19,6 +20,7 @@ from typing import Any, cast
 
 import anyio
 import anyio.abc
+from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
 
 from .errors import (
@@ -205,6 +207,17 @@ class Transport:
     @property
     def is_tls(self) -> bool:
         return isinstance(self._stream, TLSStream)
+
+    def is_readable(self) -> bool:
+        """Whether bytes (or the end of the stream) wait to be read, without waiting."""
+        sock = self._stream.extra(SocketAttribute.raw_socket, None)
+        if sock is None:
+            return False
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return True  # closed under us
+        return bool(readable)
 
     def extra(self, attribute: Any, default: Any = None) -> Any:
         """A typed attribute of the stream (anyio's ``TLSAttribute``, ``SocketAttribute``)."""

@@ -241,6 +241,16 @@ class SMTP:
         """True when not connected (never connected, closed, or lost)."""
         return self._transport is None
 
+    def has_unsolicited_input(self) -> bool:
+        """True if anything arrived that no command asked for (an idle connection
+        that the server closed, or a 421 it sent before hanging up), or if not
+        connected: such a connection must not be used for a new transaction."""
+        if self._transport is None or self._conn is None:
+            return True
+        return self._conn.awaiting_replies == 0 and (
+            self._conn.has_buffered_input() or self._transport.is_readable()
+        )
+
     @property
     def is_tls(self) -> bool:
         """True when the connection is encrypted (SMTP_SSL, or after STARTTLS)."""
@@ -901,11 +911,8 @@ class SMTP:
         """
         if isinstance(body, BytesBody) and body.size is not None and body.size <= CHUNK_SIZE:
             # The common case needs neither the chunker nor a generator to close.
-            data = body.data
-            if data and not data.endswith(b"\n"):
-                data += b"\r\n"  # as in _bdat_chunks
             return await self._bdat_chunks_transaction(
-                from_addr, recipients, mail, rcpts, _SingleChunk(data), pipelining, progress
+                from_addr, recipients, mail, rcpts, _SingleChunk(body.data), pipelining, progress
             )
         async with contextlib.aclosing(_bdat_chunks(body)) as chunks:
             return await self._bdat_chunks_transaction(
@@ -1047,37 +1054,32 @@ class _SingleChunk:
 
 
 async def _bdat_chunks(body: MessageBody) -> AsyncGenerator[tuple[bytes, bool], None]:
-    """(normalised chunk, is it the last) pairs: one read ahead, so that the last
-    chunk is known to be last when it is sent."""
+    """(normalised chunk of at most CHUNK_SIZE bytes, is it the last) pairs; one
+    chunk is held back, so that the last is known to be last when it is sent."""
     normalizer = LineEndingNormalizer()
+    buffer = bytearray()
     pending: bytes | None = None
-    small: list[bytes] = []  # pieces too small to be worth a BDAT of their own
-    small_size = 0
     async with contextlib.aclosing(body.chunks()) as raw_chunks:
         async for raw in raw_chunks:
             for start in range(0, len(raw), CHUNK_SIZE):
                 piece = raw if len(raw) <= CHUNK_SIZE else raw[start : start + CHUNK_SIZE]
-                chunk = normalizer.feed(piece)
-                if small or len(chunk) < _COALESCE_LIMIT:
-                    small.append(chunk)
-                    small_size += len(chunk)
-                    if small_size < _COALESCE_LIMIT:
-                        continue
-                    chunk, small, small_size = b"".join(small), [], 0
-                if pending is not None:
-                    yield pending, False
-                pending = chunk
-    tail = b"".join([*small, normalizer.finish()])
-    last_piece = tail or pending or b""
+                buffer += normalizer.feed(piece)
+                while len(buffer) >= CHUNK_SIZE:
+                    if pending is not None:
+                        yield pending, False
+                    pending = bytes(buffer[:CHUNK_SIZE])
+                    del buffer[:CHUNK_SIZE]
+    buffer += normalizer.finish()
+    last_piece = buffer or pending or b""
     if last_piece and not last_piece.endswith(b"\n"):
         # As over DATA, where the final dot needs it, the message ends with a
         # line ending: both paths store the same bytes.
-        tail += b"\r\n"
+        buffer += b"\r\n"
     if pending is None:
-        yield tail, True
-    elif tail:
+        yield bytes(buffer), True
+    elif buffer:
         yield pending, False
-        yield tail, True
+        yield bytes(buffer), True
     else:
         yield pending, True
 

@@ -229,6 +229,11 @@ class SMTPPool:
             if connection.has_expired(now, self.idle_timeout, self.max_messages_per_connection):
                 self._retire(connection)
                 continue
+            if connection.smtp.has_unsolicited_input():
+                # The server closed it while idle (or said 421): a write would seem
+                # to succeed, and a pipelined message's fate would be unknown.
+                self._drop(connection)
+                continue
             connection.in_use = True
             return connection
         return None
@@ -492,10 +497,16 @@ def _left_clean(smtp: SMTP, exc: BaseException) -> bool:
 def _server_cannot_have_it(smtp: SMTP, exc: BaseException) -> bool:
     """Whether the failed transaction may be sent again: only where the connection
     failed, or the server said 421, before the end of the data left."""
-    if smtp.end_of_data_sent or isinstance(exc, SMTPDeliveryUnknownError):
+    if isinstance(exc, SMTPDeliveryUnknownError):
         return False
+    # A 421 to MAIL or RCPT means the server is closing without a transaction: it
+    # cannot have the message, even if a pipelined BDAT LAST had already left.
     if isinstance(exc, SMTPRecipientsRefused):
         return any(code == 421 for code, _ in exc.recipients.values())
+    if isinstance(exc, SMTPSenderRefused):
+        return exc.smtp_code == 421
+    if smtp.end_of_data_sent:
+        return False
     if isinstance(exc, SMTPResponseException):
         return exc.smtp_code == 421
     return isinstance(exc, SMTPServerDisconnected)

@@ -95,6 +95,10 @@ class SMTPConnection:
         """Recipients of the current transaction that RCPT accepted with a 2xx."""
         return self._accepted_recipients
 
+    def has_buffered_input(self) -> bool:
+        """True while received bytes wait that are not part of a returned reply."""
+        return self._parser.has_buffered_data()
+
     @property
     def command_encoding(self) -> str:
         """ "utf-8" inside an SMTPUTF8 transaction (RFC 6531), else "ascii"."""
