@@ -17,10 +17,13 @@ import anyio.to_thread
 
 from .protocol import normalize_line_endings
 
-__all__ = ["CHUNK_SIZE", "MessageBody", "as_body"]
+__all__ = ["CHUNK_SIZE", "READ_SIZE", "MessageBody", "as_body"]
 
-#: Bytes read from a file at a time, and the largest BDAT chunk.
-CHUNK_SIZE = 1 << 20
+#: The largest BDAT chunk: large enough that a chunk's command line costs nothing,
+#: small enough that streaming a file of any size stays within a few MiB.
+CHUNK_SIZE = 1 << 19
+#: Bytes read from a file, or taken from a stream's piece, at a time.
+READ_SIZE = 1 << 18
 
 
 class _Readable(Protocol):
@@ -78,9 +81,9 @@ class FileBody(MessageBody):
 
     async def _read(self) -> bytes:
         if self._in_memory:
-            data = self.file.read(CHUNK_SIZE)
+            data = self.file.read(READ_SIZE)
         else:
-            data = await anyio.to_thread.run_sync(self.file.read, CHUNK_SIZE)
+            data = await anyio.to_thread.run_sync(self.file.read, READ_SIZE)
         if inspect.isawaitable(data):
             data = await data
         if not isinstance(data, bytes | bytearray | memoryview):
@@ -114,8 +117,8 @@ class AsyncIterableBody(MessageBody):
                 )
             # Bounded chunks whatever the producer yields.
             view = memoryview(chunk)
-            for start in range(0, len(view), CHUNK_SIZE):
-                yield bytes(view[start : start + CHUNK_SIZE])
+            for start in range(0, len(view), READ_SIZE):
+                yield bytes(view[start : start + READ_SIZE])
 
 
 MessageSource = (

@@ -25,7 +25,7 @@ from typing import ClassVar
 
 import anyio
 
-from ._body import CHUNK_SIZE, BytesBody, MessageBody, MessageSource, as_body
+from ._body import CHUNK_SIZE, READ_SIZE, BytesBody, MessageBody, MessageSource, as_body
 from ._transport import Transport
 from .errors import (
     SMTPAuthenticationError,
@@ -1061,13 +1061,14 @@ async def _bdat_chunks(body: MessageBody) -> AsyncGenerator[tuple[bytes, bool], 
     pending: bytes | None = None
     async with contextlib.aclosing(body.chunks()) as raw_chunks:
         async for raw in raw_chunks:
-            for start in range(0, len(raw), CHUNK_SIZE):
-                piece = raw if len(raw) <= CHUNK_SIZE else raw[start : start + CHUNK_SIZE]
+            for start in range(0, len(raw), READ_SIZE):
+                piece = raw if len(raw) <= READ_SIZE else raw[start : start + READ_SIZE]
                 buffer += normalizer.feed(piece)
                 while len(buffer) >= CHUNK_SIZE:
                     if pending is not None:
                         yield pending, False
-                    pending = bytes(buffer[:CHUNK_SIZE])
+                    with memoryview(buffer) as view:
+                        pending = bytes(view[:CHUNK_SIZE])
                     del buffer[:CHUNK_SIZE]
     buffer += normalizer.finish()
     last_piece = buffer or pending or b""
