@@ -219,10 +219,6 @@ class Transport:
             return True  # closed under us
         return bool(readable)
 
-    def extra(self, attribute: Any, default: Any = None) -> Any:
-        """A typed attribute of the stream (anyio's ``TLSAttribute``, ``SocketAttribute``)."""
-        return self._stream.extra(attribute, default)
-
     async def receive(self, timeout: float | None, reported: float | None = None) -> bytes:
         """Read what has arrived; ``reported`` is the timeout to name on expiry when
         ``timeout`` is what remains of a longer one."""

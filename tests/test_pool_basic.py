@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import threading
 from collections.abc import Iterator
 from email.message import EmailMessage
+from typing import Any
 
 import anyio
 import pytest
@@ -230,3 +232,92 @@ async def test_waiting_for_a_connection_times_out(flaky: FlakyServer) -> None:
             await pool.sendmail("a@example.com", ["b@example.com"], BODY)
         pool._slots.release()
         assert (await pool.sendmail("a@example.com", ["b@example.com"], BODY)).reply.code == 250
+
+
+class OneRecipientServer:
+    """Takes one recipient per transaction and answers 452 to the rest; from the
+    second transaction on, answers MAIL (or RCPT) with ``later_reply``."""
+
+    def __init__(self, later_reply: bytes, *, at: bytes = b"MAIL") -> None:
+        self.later_reply = later_reply
+        self.at = at
+        self.messages: list[bytes] = []
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = self._sock.accept()
+            with conn, conn.makefile("rb") as reader:
+                self._session(conn, reader)
+
+    def _session(self, conn: socket.socket, reader: Any) -> None:
+        conn.sendall(b"220 one\r\n")
+        transactions = 0
+        recipients = 0
+        while line := reader.readline():
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                conn.sendall(b"250-one\r\n250 PIPELINING\r\n")
+            elif verb == b"MAIL":
+                transactions += 1
+                recipients = 0
+                late = transactions > 1 and self.at == b"MAIL"
+                conn.sendall(self.later_reply if late else b"250 ok\r\n")
+            elif verb == b"RCPT":
+                recipients += 1
+                if transactions > 1 and self.at == b"RCPT":
+                    conn.sendall(self.later_reply)
+                else:
+                    conn.sendall(b"250 ok\r\n" if recipients == 1 else b"452 4.5.3 too many\r\n")
+            elif verb == b"DATA":
+                conn.sendall(b"354 go\r\n")
+                data = b"\r\n"  # so that a lone "." (an empty message) ends it too
+                while not data.endswith(b"\r\n.\r\n"):
+                    line = reader.readline()
+                    if not line:
+                        return
+                    data += line
+                if len(data) > 5:
+                    self.messages.append(data[2:])
+                conn.sendall(b"250 queued\r\n")
+            elif verb == b"QUIT":
+                conn.sendall(b"221 bye\r\n")
+                return
+            else:
+                conn.sendall(b"250 ok\r\n")
+
+
+@pytest.mark.parametrize(
+    ("later_reply", "at", "code"),
+    [(b"550 5.7.1 not now\r\n", b"MAIL", 550), (b"550 5.1.1 gone\r\n", b"RCPT", 550)],
+)
+async def test_a_failed_follow_up_for_452_recipients_is_reported_per_recipient(
+    later_reply: bytes, at: bytes, code: int
+) -> None:
+    server = OneRecipientServer(later_reply, at=at)
+    try:
+        async with aiosmtp.SMTPPool("127.0.0.1", server.port, tls="none", timeout=5) as pool:
+            result = await pool.sendmail("a@x.org", ["b@x.org", "c@x.org", "d@x.org"], BODY)
+        # b@x.org got the message; the follow-up for the others was refused.
+        assert result.reply.code == 250
+        assert set(result) == {"c@x.org", "d@x.org"}
+        assert {value[0] for value in result.values()} == {code}
+        assert len(server.messages) == 1
+    finally:
+        server.close()
+
+
+async def test_452_recipients_are_delivered_one_transaction_at_a_time() -> None:
+    server = OneRecipientServer(b"250 ok\r\n")
+    try:
+        async with aiosmtp.SMTPPool("127.0.0.1", server.port, tls="none", timeout=5) as pool:
+            result = await pool.sendmail("a@x.org", ["b@x.org", "c@x.org", "d@x.org"], BODY)
+        assert result == {}
+        assert len(server.messages) == 3
+    finally:
+        server.close()
