@@ -16,7 +16,7 @@ import select
 import ssl
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import anyio
 import anyio.abc
@@ -61,6 +61,13 @@ def _translated(exc: BaseException, doing: str, *, connecting: bool = False) -> 
             return SMTPConnectError(-1, f"{doing} failed: {exc}")
         return SMTPServerDisconnected(f"connection lost while {doing}: {exc}")
     return None
+
+
+def _raise_translated(exc: Exception, doing: str) -> NoReturn:
+    ours = _translated(exc, doing)
+    if ours is None:
+        raise exc
+    raise ours from exc
 
 
 @contextlib.contextmanager
@@ -147,16 +154,14 @@ class Transport:
         if self._scopes:
             self._scopes[-1].deadline = math.inf
 
-    def _start(
-        self, doing: str, timeout: float | None, reported: float | None = None
-    ) -> anyio.CancelScope | None:
-        if not self._scopes:
-            return None
-        scope = self._scopes[-1]
+    def _start(self, doing: str, timeout: float | None, reported: float | None = None) -> None:
+        # Every read and write happens inside a deadlines() block (the client's I/O
+        # guard): outside one it would have no timeout at all.
+        assert self._scopes, "a read or write outside Transport.deadlines()"
         self._doing = doing
         self._timeout = timeout if reported is None else reported
-        scope.deadline = math.inf if timeout is None else anyio.current_time() + timeout
-        return scope
+        deadline = math.inf if timeout is None else anyio.current_time() + timeout
+        self._scopes[-1].deadline = deadline
 
     @classmethod
     async def connect_tcp(
@@ -224,34 +229,19 @@ class Transport:
         ``timeout`` is what remains of a longer one."""
         if timeout is not None and timeout <= 0:
             raise SMTPTimeoutError(f"timed out after {reported} s while reading a reply")
-        scope = self._start("reading a reply", timeout, reported)
-        if scope is None:
-            with _translate_errors("reading a reply", timeout):
-                return await self._stream.receive(_READ_SIZE)
+        self._start("reading a reply", timeout, reported)
         try:
-            data = await self._stream.receive(_READ_SIZE)
+            return await self._stream.receive(_READ_SIZE)
         except Exception as exc:
-            ours = _translated(exc, "reading a reply")
-            if ours is None:
-                raise
-            raise ours from exc
-        return data
+            _raise_translated(exc, "reading a reply")
 
     async def send(self, data: bytes | memoryview, timeout: float | None) -> None:
-        scope = self._start("sending", timeout)
-        # anyio's streams take any bytes-like object, though typed for bytes.
-        payload = cast(bytes, data)
-        if scope is None:
-            with _translate_errors("sending", timeout):
-                await self._stream.send(payload)
-            return
+        self._start("sending", timeout)
         try:
-            await self._stream.send(payload)
+            # anyio's streams take any bytes-like object, though typed for bytes.
+            await self._stream.send(cast(bytes, data))
         except Exception as exc:
-            ours = _translated(exc, "sending")
-            if ours is None:
-                raise
-            raise ours from exc
+            _raise_translated(exc, "sending")
 
     async def start_tls(
         self, context: ssl.SSLContext, server_hostname: str | None, timeout: float | None

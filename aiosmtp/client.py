@@ -365,19 +365,23 @@ class SMTP:
 
     aclose = close
 
-    async def _drop_connection(self) -> None:
+    def _detach(self) -> Transport | None:
+        """Forget the session at once (no await), handing back the transport to close."""
         transport, self._transport = self._transport, None
         if self._conn is not None:
             self._conn.close()
         self._conn = None
+        return transport
+
+    async def _drop_connection(self) -> None:
+        """Close in an orderly way (bounded): the session ended or the server hung up."""
+        transport = self._detach()
         if transport is not None:
             await transport.aclose()
 
     async def _abort(self) -> None:
-        transport, self._transport = self._transport, None
-        if self._conn is not None:
-            self._conn.close()
-        self._conn = None
+        """Close at once: the session can no longer be trusted."""
+        transport = self._detach()
         if transport is not None:
             await transport.abort()
 
