@@ -1,19 +1,28 @@
-"""The anyio adapter: the only module that touches a stream or an anyio exception.
+"""The byte transport under the client: what it may do, and its anyio implementation.
 
 It knows nothing of SMTP. It connects (TCP with happy eyeballs, Unix sockets,
 implicit TLS), reads, writes, upgrades a plaintext stream to TLS in place, and
 closes, each bounded by the timeout. Every anyio, OS and ssl error is translated
 in ``_translate_errors`` into the exception users catch (after httpcore's
 ``_backends/anyio.py``).
+
+There are two implementations of ``Transport``, chosen when connecting: under
+asyncio, ``_asyncio_transport.AsyncioTransport`` drives an ``asyncio.Protocol``
+directly (a reply costs one future instead of anyio's checkpoints and wrappers,
+which were most of the client's time per message); under any other backend (trio),
+``AnyioTransport`` here does the work through anyio's streams.
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import errno
 import math
+import os
 import select
 import ssl
+import sys
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, NoReturn, cast
@@ -31,7 +40,7 @@ from .errors import (
     SMTPTLSError,
 )
 
-__all__ = ["Transport"]
+__all__ = ["AnyioTransport", "Transport", "running_on_asyncio"]
 
 _READ_SIZE = 65536
 # A peer that is gone may never answer close_notify: do not wait for it long.
@@ -101,13 +110,123 @@ def _root_causes(exc: OSError) -> list[OSError]:
     return [exc]
 
 
+def running_on_asyncio() -> bool:
+    """Whether the current task runs on asyncio (else trio, through anyio).
+
+    ``AIOSMTP_TRANSPORT=anyio`` keeps the anyio streams on asyncio too.
+    """
+    if os.environ.get("AIOSMTP_TRANSPORT") == "anyio":
+        return False
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class Transport(abc.ABC):
+    """A connected byte stream, plaintext or TLS: what the client may ask of it.
+
+    Reads and writes happen inside a ``deadlines()`` block; each is bounded by the
+    timeout it is given, and raises SMTPTimeoutError when that expires.
+    """
+
+    peer: str
+
+    @classmethod
+    async def connect_tcp(
+        cls,
+        host: str,
+        port: int,
+        *,
+        timeout: float | None,
+        source_address: tuple[str, int] | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> Transport:
+        """Connect; with ``tls_context``, TLS starts at once (implicit TLS)."""
+        implementation: type[Transport] = AnyioTransport
+        if running_on_asyncio():
+            from ._asyncio_transport import AsyncioTransport
+
+            implementation = AsyncioTransport
+        return await implementation.connect_tcp(
+            host,
+            port,
+            timeout=timeout,
+            source_address=source_address,
+            tls_context=tls_context,
+            server_hostname=server_hostname,
+        )
+
+    @classmethod
+    async def connect_unix(cls, path: str, *, timeout: float | None) -> Transport:
+        implementation: type[Transport] = AnyioTransport
+        if running_on_asyncio():
+            from ._asyncio_transport import AsyncioTransport
+
+            implementation = AsyncioTransport
+        return await implementation.connect_unix(path, timeout=timeout)
+
+    @property
+    @abc.abstractmethod
+    def is_tls(self) -> bool:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def deadlines(self) -> contextlib.AbstractContextManager[None]:
+        """A block in which each operation is bounded by its own timeout."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def pause_deadline(self) -> None:
+        """Lift the deadline of the last operation while the caller does other work
+        in a deadlines() block (such as reading the next piece of a message)."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def is_readable(self) -> bool:
+        """Whether bytes (or the end of the stream) wait to be read, without waiting."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    async def receive(self, timeout: float | None, reported: float | None = None) -> bytes:
+        """Read what has arrived; ``reported`` is the timeout to name on expiry when
+        ``timeout`` is what remains of a longer one."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    async def send(self, data: bytes | memoryview, timeout: float | None) -> None:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    async def start_tls(
+        self, context: ssl.SSLContext, server_hostname: str | None, timeout: float | None
+    ) -> None:
+        """Upgrade this stream to TLS in place."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Close, waiting a bounded time even when cancelled."""
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    async def abort(self) -> None:
+        """Close at once, without waiting for the peer."""
+        raise NotImplementedError
+
+
 class _Deadlines:
-    """The context manager of ``Transport.deadlines()``; a class, not a generator,
+    """The context manager of ``AnyioTransport.deadlines()``; a class, not a generator,
     because it wraps every exchange of every message."""
 
     __slots__ = ("_scope", "_transport")
 
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: AnyioTransport) -> None:
         self._transport = transport
         self._scope = anyio.CancelScope()
 
@@ -131,8 +250,8 @@ class _Deadlines:
             )
 
 
-class Transport:
-    """A connected byte stream, plaintext or TLS."""
+class AnyioTransport(Transport):
+    """A Transport over an anyio byte stream: the one used under trio."""
 
     def __init__(self, stream: anyio.abc.ByteStream, peer: str) -> None:
         self._stream = stream
@@ -145,12 +264,9 @@ class Transport:
         self._timeout: float | None = None
 
     def deadlines(self) -> _Deadlines:
-        """A block in which each operation is bounded by its own timeout."""
         return _Deadlines(self)
 
     def pause_deadline(self) -> None:
-        """Lift the deadline of the last operation while the caller does other work
-        in a deadlines() block (such as reading the next piece of a message)."""
         if self._scopes:
             self._scopes[-1].deadline = math.inf
 
@@ -173,8 +289,7 @@ class Transport:
         source_address: tuple[str, int] | None = None,
         tls_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
-    ) -> Transport:
-        """Connect; with ``tls_context``, TLS starts at once (implicit TLS)."""
+    ) -> AnyioTransport:
         local_host, local_port = source_address if source_address else (None, 0)
         kwargs: dict[str, Any] = {}
         if local_host:
@@ -204,7 +319,7 @@ class Transport:
         return transport
 
     @classmethod
-    async def connect_unix(cls, path: str, *, timeout: float | None) -> Transport:
+    async def connect_unix(cls, path: str, *, timeout: float | None) -> AnyioTransport:
         with _translate_errors(f"connecting to {path}", timeout, connecting=True):
             stream = await anyio.connect_unix(path)
         return cls(stream, path)
@@ -214,7 +329,6 @@ class Transport:
         return isinstance(self._stream, TLSStream)
 
     def is_readable(self) -> bool:
-        """Whether bytes (or the end of the stream) wait to be read, without waiting."""
         sock = self._stream.extra(SocketAttribute.raw_socket, None)
         if sock is None:
             return False
@@ -225,8 +339,6 @@ class Transport:
         return bool(readable)
 
     async def receive(self, timeout: float | None, reported: float | None = None) -> bytes:
-        """Read what has arrived; ``reported`` is the timeout to name on expiry when
-        ``timeout`` is what remains of a longer one."""
         if timeout is not None and timeout <= 0:
             raise SMTPTimeoutError(f"timed out after {reported} s while reading a reply")
         self._start("reading a reply", timeout, reported)
@@ -246,7 +358,6 @@ class Transport:
     async def start_tls(
         self, context: ssl.SSLContext, server_hostname: str | None, timeout: float | None
     ) -> None:
-        """Upgrade this stream to TLS in place."""
         with _translate_errors("in the TLS handshake", timeout):
             try:
                 # standard_compatible=False: many MTAs close without close_notify,
@@ -263,7 +374,6 @@ class Transport:
                 raise
 
     async def aclose(self) -> None:
-        """Close, waiting a bounded time even when cancelled."""
         with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):
             with contextlib.suppress(Exception):
                 await self._stream.aclose()
@@ -271,6 +381,5 @@ class Transport:
         await self.abort()
 
     async def abort(self) -> None:
-        """Close at once, without waiting for the peer."""
         with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
             await anyio.aclose_forcefully(self._stream)

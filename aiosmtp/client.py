@@ -19,6 +19,7 @@ import logging
 import socket
 import ssl
 import sys
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import ClassVar
@@ -87,15 +88,38 @@ AuthObject = Callable[..., "str | bytes | None"]
 ProgressCallback = Callable[[int], object]
 
 
+class _Transaction:
+    """What one ``sendmail`` has done so far: what a failure of it means depends on
+    it. Each transaction has its own, because under the pool's overlap the next one
+    starts while this one still waits for its reply."""
+
+    __slots__ = ("delivery_pending", "end_of_data_sent", "handed_off", "on_handoff")
+
+    def __init__(self, on_handoff: Callable[[], object] | None = None) -> None:
+        #: Set by SMTPPool: pass the connection lock on to the next transaction as
+        #: soon as the final dot has left (RFC 2920 section 3.1 lets the next MAIL
+        #: follow it at once), then call this.
+        self.on_handoff = on_handoff
+        #: The end of the data (final dot or BDAT LAST) has left.
+        self.end_of_data_sent = False
+        #: Between the end of the data and its reply: the outcome is not known.
+        self.delivery_pending = False
+        #: The connection lock was passed on before the reply to the data came.
+        self.handed_off = False
+
+
 class _IOGuard:
     """``SMTP._io_guard()``: deadlines for each operation; on any failure the
     connection is aborted and the exception translated. A class rather than a
     generator, because it wraps every exchange of every message."""
 
-    __slots__ = ("_client", "_deadlines")
+    __slots__ = ("_client", "_deadlines", "_tx")
 
     def __init__(self, client: SMTP) -> None:
         self._client = client
+        # The transaction of the task that opened the block, even if another one
+        # starts on the connection meanwhile.
+        self._tx = client._tx
 
     async def __aenter__(self) -> None:
         transport, _ = self._client._connection()
@@ -115,14 +139,14 @@ class _IOGuard:
             failure = timeout
         if failure is None:
             return
-        client = self._client
+        client, tx = self._client, self._tx
         if isinstance(failure, RemoteProtocolError):
-            client._delivery_pending = False
+            tx.delivery_pending = False
             await client._abort()
             raise SMTPResponseException(failure.code, str(failure)) from failure
         await client._abort()
-        if client._delivery_pending and isinstance(failure, SMTPServerDisconnected):
-            client._delivery_pending = False
+        if tx.delivery_pending and isinstance(failure, SMTPServerDisconnected):
+            tx.delivery_pending = False
             unknown = (
                 SMTPDeliveryUnknownTimeoutError
                 if isinstance(failure, SMTPTimeoutError)
@@ -222,11 +246,11 @@ class SMTP:
         #: How long to wait for the reply to the end of the data; None: ``timeout``.
         #: Giving up early turns a delivered message into one of unknown fate.
         self.data_timeout: float | None = None
-        #: Whether the last transaction's data was sent in full (after which a lost
-        #: connection means an unknown outcome, not a failure).
-        self.end_of_data_sent = False
-        # Between the end of the data and its reply: the outcome is not known.
-        self._delivery_pending = False
+        # The transaction of the task that holds the lock (see _Transaction).
+        self._tx = _Transaction()
+        # Set while a transaction that handed the lock on reads its final replies:
+        # every other read waits for it, since replies come in order.
+        self._final_read: anyio.Event | None = None
         self._transport: Transport | None = None
         self._conn: SMTPConnection | None = None
         # fast_acquire: an uncontended lock costs no trip through the event loop.
@@ -235,6 +259,12 @@ class SMTP:
     def __repr__(self) -> str:
         state = self._conn.state.name if self._conn is not None else "not connected"
         return f"<{type(self).__name__} {self._host or '-'}:{self._port or '-'} {state}>"
+
+    @property
+    def end_of_data_sent(self) -> bool:
+        """Whether the last transaction's data was sent in full (after which a lost
+        connection means an unknown outcome, not a failure)."""
+        return self._tx.end_of_data_sent
 
     @property
     def is_closed(self) -> bool:
@@ -313,7 +343,8 @@ class SMTP:
     def _trace_reply(self, reply: Reply) -> None:
         if self.debuglevel > 0:
             self._debug(f"reply: retcode ({reply.code}); Msg: {reply.message!r}")
-        logger.debug("%s << %d %s", self._host, reply.code, reply.text)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s << %d %s", self._host, reply.code, reply.text)
 
     # -- connection ----------------------------------------------------------
 
@@ -404,15 +435,39 @@ class SMTP:
         return _IOGuard(self)
 
     async def _read_reply(self, timeout: float | None = None) -> Reply:
+        if self._final_read is not None:
+            await self._wait_for_final_read()
+        return await self._read_own_reply(timeout)
+
+    async def _wait_for_final_read(self) -> None:
+        """Wait until the transaction that handed the lock on has read its replies,
+        which come before ours. A cancellation waits too (up to the timeout): leaving
+        now would close the connection under that message's reply and make its fate
+        unknown."""
+        final_read = self._final_read
+        assert final_read is not None
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self.timeout):
+            await final_read.wait()
+        if not final_read.is_set():
+            raise SMTPTimeoutError(
+                f"timed out after {self.timeout} s waiting for the reply to an earlier message"
+            )
+        if self._conn is None:
+            raise SMTPServerDisconnected(
+                "connection lost while an earlier message on it waited for its reply"
+            )
+
+    async def _read_own_reply(self, timeout: float | None = None) -> Reply:
         transport, conn = self._connection()
         reply = conn.next_reply()
         if reply is NEED_DATA:
             # The timeout bounds the whole reply, not each read: a server that
-            # trickles a byte at a time cannot hold the client for ever.
+            # trickles a byte at a time cannot hold the client for ever. Any
+            # monotonic clock does to measure what is left of it.
             limit = timeout or self.timeout
-            deadline = None if limit is None else anyio.current_time() + limit
+            deadline = None if limit is None else time.monotonic() + limit
             while reply is NEED_DATA:
-                remaining = None if deadline is None else deadline - anyio.current_time()
+                remaining = None if deadline is None else deadline - time.monotonic()
                 conn.receive_data(await transport.receive(remaining, limit))
                 reply = conn.next_reply()
         self._trace_reply(reply)
@@ -707,7 +762,11 @@ class SMTP:
             await transport.send(view[start : start + _WRITE_SLICE], self.timeout)
 
     async def _send_body(
-        self, body: MessageBody, progress: ProgressCallback | None = None
+        self,
+        body: MessageBody,
+        progress: ProgressCallback | None = None,
+        *,
+        may_hand_off: bool = False,
     ) -> list[Reply]:
         """Send the message after a 354 and read the replies to its end.
 
@@ -739,19 +798,52 @@ class SMTP:
             else:
                 await self._send(b"".join(pending))
                 await self._send(end)
-            self.end_of_data_sent = True
+            self._tx.end_of_data_sent = True
             if self.debuglevel > 0:
                 self._debug("send:", f"<message data, {sent} bytes>")
-            return await self._read_final_replies()
+            return await self._read_final_replies(may_hand_off=may_hand_off)
 
-    async def _read_final_replies(self) -> list[Reply]:
+    async def _read_final_replies(self, *, may_hand_off: bool = False) -> list[Reply]:
         """Read the replies to the end of the data (inside ``_io_guard``, which turns
-        a loss or a timeout from here on into SMTPDeliveryUnknownError)."""
-        self._delivery_pending = True
+        a loss or a timeout from here on into SMTPDeliveryUnknownError).
+
+        Under the pool's overlap (``may_hand_off`` and ``tx.on_handoff``, with
+        PIPELINING), the lock goes
+        to the next transaction first, so that its commands travel while this
+        message's reply is on its way back. Only after DATA's final dot: the server
+        has then left the transaction whatever it answers (RFC 5321 section
+        4.1.1.4), while after a refused ``BDAT LAST`` it would still be open.
+        """
+        tx = self._tx
+        tx.delivery_pending = True
+        conn = self._conn
+        if conn is None:
+            return []
+        if self._final_read is not None:
+            await self._wait_for_final_read()
+        # This transaction's replies: what it awaits now, plus LMTP's per-recipient
+        # replies, which the core queues once the first of them has come.
+        owed = conn.awaiting_replies
+        if may_hand_off and tx.on_handoff is not None and self.has_extn("pipelining"):
+            final_read = self._final_read = anyio.Event()
+            tx.handed_off = True
+            self._lock.release()
+            tx.on_handoff()
+            try:
+                replies = await self._read_owned_replies(owed)
+            finally:
+                self._final_read = None
+                final_read.set()
+        else:
+            replies = await self._read_owned_replies(owed)
+        tx.delivery_pending = False
+        return replies
+
+    async def _read_owned_replies(self, owed: int) -> list[Reply]:
         replies = []
-        while self._conn is not None and self._conn.awaiting_replies:
-            replies.append(await self._read_reply(self.data_timeout))
-        self._delivery_pending = False
+        while self._conn is not None and (owed > 0 or self._conn.awaits_recipient_status):
+            replies.append(await self._read_own_reply(self.data_timeout))
+            owed -= 1
         return replies
 
     async def sendmail(
@@ -769,12 +861,30 @@ class SMTP:
         ``msg`` may also be a binary file or an async iterable of bytes, streamed
         with bounded memory; ``progress(bytes_sent)`` is called as the body goes out.
         """
-        body = as_body(msg)
-        async with self._lock:
+        return await self._sendmail_with_lock(
+            _Transaction(), from_addr, to_addrs, as_body(msg), mail_options, rcpt_options, progress
+        )
+
+    async def _sendmail_with_lock(
+        self,
+        tx: _Transaction,
+        from_addr: str,
+        to_addrs: str | Sequence[str],
+        body: MessageBody,
+        mail_options: Sequence[str],
+        rcpt_options: Sequence[str],
+        progress: ProgressCallback | None,
+    ) -> SendResult:
+        """``sendmail`` for a transaction the caller keeps track of (the pool)."""
+        await self._lock.acquire()
+        try:
             await self._ehlo_or_helo_if_needed()
             return await self._sendmail(
-                from_addr, to_addrs, body, mail_options, rcpt_options, progress
+                from_addr, to_addrs, body, mail_options, rcpt_options, progress, tx
             )
+        finally:
+            if not tx.handed_off:
+                self._lock.release()
 
     async def send_message(
         self,
@@ -787,7 +897,9 @@ class SMTP:
         progress: ProgressCallback | None = None,
     ) -> SendResult:
         """Send an email.message.Message, taking the envelope from its headers."""
-        async with self._lock:
+        tx = _Transaction()
+        await self._lock.acquire()
+        try:
             await self._ehlo_or_helo_if_needed()
             envelope = flatten_message(
                 msg,
@@ -803,7 +915,11 @@ class SMTP:
                 envelope.mail_options,
                 rcpt_options,
                 progress,
+                tx,
             )
+        finally:
+            if not tx.handed_off:
+                self._lock.release()
 
     async def _sendmail(
         self,
@@ -813,8 +929,9 @@ class SMTP:
         mail_options: Sequence[str],
         rcpt_options: Sequence[str],
         progress: ProgressCallback | None = None,
+        tx: _Transaction | None = None,
     ) -> SendResult:
-        self.end_of_data_sent = self._delivery_pending = False
+        tx = self._tx = _Transaction() if tx is None else tx
         recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
         options: list[str] = []
         if self.does_esmtp:
@@ -844,8 +961,8 @@ class SMTP:
         if data_reply.code != 354:
             await self._abandon_transaction(data_reply)
             raise SMTPDataError(data_reply.code, data_reply.message)
-        final_replies = await self._send_body(body, progress)
-        return await self._result(recipients, accepted, refused, final_replies)
+        final_replies = await self._send_body(body, progress, may_hand_off=True)
+        return await self._result(tx, recipients, accepted, refused, final_replies)
 
     async def _check_envelope(
         self, from_addr: str, recipients: list[str], replies: list[Reply]
@@ -881,6 +998,7 @@ class SMTP:
 
     async def _result(
         self,
+        tx: _Transaction,
         recipients: list[str],
         accepted: list[str],
         refused: dict[str, tuple[int, bytes]],
@@ -894,7 +1012,10 @@ class SMTP:
             return self._lmtp_result(recipients, accepted, refused, final_replies)
         final = final_replies[0]
         if final.code != 250:
-            await self._abandon_transaction(None)
+            # The server left the transaction with its reply; after a hand-off the
+            # lock (and the connection) belong to the next one, so no RSET then.
+            if not tx.handed_off:
+                await self._abandon_transaction(None)
             raise SMTPDataError(final.code, final.message)
         return SendResult(refused, final)
 
@@ -933,6 +1054,7 @@ class SMTP:
         pipelining: bool,
         progress: ProgressCallback | None,
     ) -> SendResult:
+        tx = self._tx
         first, is_last = await anext(chunks)
         if pipelining:
             envelope = self._encode([mail, *rcpts])
@@ -970,7 +1092,7 @@ class SMTP:
             # RFC 3030 section 4.2: after a refused chunk, send no more of them.
             await self._abandon_transaction(None)
             raise SMTPDataError(chunk_reply.code, chunk_reply.message)
-        return await self._result(recipients, accepted, refused, final_replies)
+        return await self._result(tx, recipients, accepted, refused, final_replies)
 
     async def _send_bdat_chunk(self, prefix: bytes, chunk: bytes, last: bool) -> None:
         _, conn = self._connection()
@@ -982,7 +1104,7 @@ class SMTP:
             await self._send(prefix + header)
             await self._send(chunk)
         if last:
-            self.end_of_data_sent = True
+            self._tx.end_of_data_sent = True
 
     async def _read_bdat_replies(self, envelope_replies: int, last: bool) -> list[Reply]:
         if last:

@@ -91,6 +91,12 @@ class SMTPConnection:
         return len(self._awaiting)
 
     @property
+    def awaits_recipient_status(self) -> bool:
+        """Whether the next reply due is one of LMTP's per-recipient replies after
+        the data: the driver reads them as part of the same message's outcome."""
+        return bool(self._awaiting) and self._awaiting[0] is _K.RECIPIENT_STATUS
+
+    @property
     def accepted_recipients(self) -> int:
         """Recipients of the current transaction that RCPT accepted with a 2xx."""
         return self._accepted_recipients
