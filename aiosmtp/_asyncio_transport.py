@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import select
 import socket
 import ssl
@@ -113,11 +114,6 @@ class _StreamProtocol(asyncio.Protocol):
         return data
 
 
-def _expire(future: asyncio.Future[str | None]) -> None:
-    if not future.done():
-        future.set_result(_TIMED_OUT)
-
-
 class _NoDeadlines:
     """Each operation here arms its own timer; the block itself has nothing to do."""
 
@@ -141,6 +137,42 @@ class AsyncioTransport(Transport):
         self._protocol = protocol
         self.peer = peer
         self._tls = False
+        # One timer serves every wait: it is armed for the current wait's deadline
+        # only when none is pending that would fire sooner, and on firing either
+        # expires the wait or re-arms for its (later) deadline. Deadlines mostly
+        # move later, so a message costs no timer of its own.
+        self._deadline = math.inf
+        self._timer: asyncio.TimerHandle | None = None
+
+    def _set_deadline(self, timeout: float | None) -> None:
+        if timeout is None:
+            self._deadline = math.inf
+            return
+        loop = self._protocol.loop
+        deadline = self._deadline = loop.time() + timeout
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        protocol = self._protocol
+        waiter = protocol.reader or protocol.drainer
+        if waiter is None or self._deadline == math.inf:
+            return
+        loop = protocol.loop
+        if loop.time() >= self._deadline:
+            if not waiter.done():
+                waiter.set_result(_TIMED_OUT)
+        else:
+            self._timer = loop.call_at(self._deadline, self._on_timer)
+
+    def _stop_timer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
 
     @classmethod
     async def connect_tcp(
@@ -234,16 +266,13 @@ class AsyncioTransport(Transport):
             raise self._lost("reading a reply")
         if timeout is not None and timeout <= 0:
             raise SMTPTimeoutError(f"timed out after {reported} s while reading a reply")
-        loop = protocol.loop
-        waiter: asyncio.Future[str | None] = loop.create_future()
+        waiter: asyncio.Future[str | None] = protocol.loop.create_future()
         protocol.reader = waiter
-        timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
+        self._set_deadline(timeout)
         try:
             outcome = await waiter
         finally:
             protocol.reader = None
-            if timer is not None:
-                timer.cancel()
         if protocol.received:
             return protocol.take_received()
         if outcome is _TIMED_OUT:
@@ -259,16 +288,13 @@ class AsyncioTransport(Transport):
         if not protocol.writing_paused:
             return
         # The loop holds more than its high-water mark: wait until it has drained.
-        loop = protocol.loop
-        waiter: asyncio.Future[str | None] = loop.create_future()
+        waiter: asyncio.Future[str | None] = protocol.loop.create_future()
         protocol.drainer = waiter
-        timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
+        self._set_deadline(timeout)
         try:
             outcome = await waiter
         finally:
             protocol.drainer = None
-            if timer is not None:
-                timer.cancel()
         if protocol.lost:
             raise self._lost("sending")
         if outcome is _TIMED_OUT:
@@ -305,6 +331,7 @@ class AsyncioTransport(Transport):
         self._tls = True
 
     async def aclose(self) -> None:
+        self._stop_timer()
         closed = self._protocol.closed
         with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):
             with contextlib.suppress(Exception):
@@ -314,5 +341,6 @@ class AsyncioTransport(Transport):
         await self.abort()
 
     async def abort(self) -> None:
+        self._stop_timer()
         with contextlib.suppress(Exception):
             self._transport.abort()

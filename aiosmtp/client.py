@@ -441,17 +441,15 @@ class SMTP:
 
     async def _wait_for_final_read(self) -> None:
         """Wait until the transaction that handed the lock on has read its replies,
-        which come before ours. A cancellation waits too (up to the timeout): leaving
-        now would close the connection under that message's reply and make its fate
-        unknown."""
+        which come before ours. That read has its own timeout, so this wait ends.
+
+        Cancelled here, like anywhere between a command and its reply, this
+        transaction closes the connection; the earlier message's fate is then
+        unknown to its sender (SMTPDeliveryUnknownError).
+        """
         final_read = self._final_read
         assert final_read is not None
-        with anyio.CancelScope(shield=True), anyio.move_on_after(self.timeout):
-            await final_read.wait()
-        if not final_read.is_set():
-            raise SMTPTimeoutError(
-                f"timed out after {self.timeout} s waiting for the reply to an earlier message"
-            )
+        await final_read.wait()
         if self._conn is None:
             raise SMTPServerDisconnected(
                 "connection lost while an earlier message on it waited for its reply"
@@ -773,12 +771,19 @@ class SMTP:
         Once the final dot has left, a lost connection or a timeout no longer means
         "not delivered": it raises SMTPDeliveryUnknownError.
         """
-        _, conn = self._connection()
+        transport, conn = self._connection()
+        if isinstance(body, BytesBody) and body.size is not None and body.size <= _COALESCE_LIMIT:
+            # The common case: one write, with no generator to drive and close.
+            async with self._io_guard():
+                payload = conn.send_data(body.data, normalized=True)
+                await transport.send(payload + conn.end_data(), self.timeout)
+                if progress is not None:
+                    progress(body.size)
+                return await self._after_end_of_data(body.size, may_hand_off)
         sent = 0
         # Small pieces are gathered into one write; large ones go out as they are.
         pending: list[bytes] = []
         pending_size = 0
-        transport, _ = self._connection()
         async with self._io_guard(), contextlib.aclosing(body.chunks()) as chunks:
             transport.pause_deadline()
             async for chunk in chunks:
@@ -798,10 +803,13 @@ class SMTP:
             else:
                 await self._send(b"".join(pending))
                 await self._send(end)
-            self._tx.end_of_data_sent = True
-            if self.debuglevel > 0:
-                self._debug("send:", f"<message data, {sent} bytes>")
-            return await self._read_final_replies(may_hand_off=may_hand_off)
+            return await self._after_end_of_data(sent, may_hand_off)
+
+    async def _after_end_of_data(self, sent: int, may_hand_off: bool) -> list[Reply]:
+        self._tx.end_of_data_sent = True
+        if self.debuglevel > 0:
+            self._debug("send:", f"<message data, {sent} bytes>")
+        return await self._read_final_replies(may_hand_off=may_hand_off)
 
     async def _read_final_replies(self, *, may_hand_off: bool = False) -> list[Reply]:
         """Read the replies to the end of the data (inside ``_io_guard``, which turns
@@ -944,11 +952,14 @@ class SMTP:
         rcpts = [self._rcpt_command(recipient, rcpt_options) for recipient in recipients]
         if not recipients:
             raise SMTPRecipientsRefused({})
-        encoding = "utf-8" if any(opt.upper() == "SMTPUTF8" for opt in options) else "ascii"
-        for command in (mail, *rcpts):
-            command.to_bytes(encoding)
-
         pipelining = self.does_esmtp and self.has_extn("pipelining")
+        if not pipelining or len(rcpts) + 2 > _PIPELINE_GROUP:
+            # Sent one by one or in several groups, the commands are encoded a bit
+            # at a time: check them all first. (One pipelined group is encoded
+            # whole before anything is sent.)
+            encoding = "utf-8" if any(opt.upper() == "SMTPUTF8" for opt in options) else "ascii"
+            for command in (mail, *rcpts):
+                command.to_bytes(encoding)
         if self.chunking and self.does_esmtp and self.has_extn("chunking"):
             return await self._bdat_transaction(
                 from_addr, recipients, mail, rcpts, body, pipelining, progress

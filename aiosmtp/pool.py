@@ -8,6 +8,12 @@ warm, cold ones expire) or opens a new one. Every decision about which connectio
 to use, retire or drop is plain code that never awaits (STYLE lesson 10); closing
 happens afterwards, shielded and bounded, in the pool's own task group.
 
+Transactions overlap on a connection where the server has PIPELINING: once a
+message's final dot has left, its task gives up its slot, and the next transaction
+may take the connection and send its MAIL, RCPT and DATA while the reply to that
+dot is still on its way (RFC 2920 section 3.1). Replies still come, and are read,
+in order; a message then costs one round trip instead of two.
+
 Nothing is sent twice and nothing is lost silently: a transaction whose connection
 failed before the end of its data went out cannot have been accepted, so it is
 retried once on a fresh connection if its body can be read again; once the end of
@@ -19,9 +25,11 @@ from __future__ import annotations
 
 import contextlib
 import email.message
+import functools
 import ipaddress
 import math
 import ssl
+import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Literal
@@ -30,7 +38,7 @@ import anyio
 import anyio.abc
 
 from ._body import MessageBody, MessageSource, as_body
-from .client import LMTP, SMTP, SMTP_SSL, ProgressCallback, SendResult
+from .client import LMTP, SMTP, SMTP_SSL, ProgressCallback, SendResult, _Transaction
 from .errors import (
     SMTPConnectError,
     SMTPDataError,
@@ -72,21 +80,37 @@ class _PooledConnection:
     def __init__(self, smtp: SMTP, number: int) -> None:
         self.smtp = smtp
         self.number = number
+        self.messages_started = 0
         self.messages_sent = 0
         self.idle_since = math.inf
-        self.in_use = False
+        # Transactions on it: at most one sending, and any that handed it on and
+        # are reading the reply to their data.
+        self.users = 0
+        # Its sending transaction handed it on: another may start on it now.
+        self.accepting = False
         self.closed = False
 
+    @property
+    def in_use(self) -> bool:
+        return self.users > 0
+
     def is_available(self) -> bool:
-        return not self.in_use and not self.closed
+        return not self.closed and (self.users == 0 or self.accepting)
 
     def has_expired(self, now: float, idle_timeout: float | None, max_messages: int) -> bool:
-        if self.closed or self.messages_sent >= max_messages:
+        if self.closed or self.messages_started >= max_messages:
             return True
+        if self.users:
+            return False
         return idle_timeout is not None and now - self.idle_since > idle_timeout
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else "in use" if self.in_use else "idle"
+        if self.closed:
+            state = "closed"
+        elif self.accepting:
+            state = "finishing a message, open to the next"
+        else:
+            state = "in use" if self.users else "idle"
         return f"<connection #{self.number} {state}, {self.messages_sent} sent>"
 
 
@@ -195,7 +219,7 @@ class SMTPPool:
         connection.closed = True
         smtp = connection.smtp
         with anyio.CancelScope(shield=True):
-            if not connection.in_use:
+            if not connection.users:
                 with anyio.move_on_after(_QUIT_TIMEOUT), contextlib.suppress(OSError):
                     await smtp.quit()  # SMTPException is an OSError
             await smtp.close()
@@ -204,9 +228,9 @@ class SMTPPool:
         assert self.idle_timeout is not None
         while True:
             await anyio.sleep(max(self.idle_timeout / 2, 0.01))
-            now = anyio.current_time()
+            now = time.monotonic()
             for connection in self._connections:
-                if connection.is_available() and connection.has_expired(
+                if not connection.users and connection.has_expired(
                     now, self.idle_timeout, self.max_messages_per_connection
                 ):
                     self._retire(connection)
@@ -222,10 +246,15 @@ class SMTPPool:
     # -- connections ---------------------------------------------------------------
 
     def _take_idle(self) -> _PooledConnection | None:
-        now = anyio.current_time()
+        now = time.monotonic()
         for connection in reversed(self._connections):
             if not connection.is_available():
                 continue
+            if connection.accepting:
+                connection.accepting = False
+                connection.users += 1
+                connection.messages_started += 1
+                return connection
             if connection.has_expired(now, self.idle_timeout, self.max_messages_per_connection):
                 self._retire(connection)
                 continue
@@ -234,7 +263,8 @@ class SMTPPool:
                 # to succeed, and a pipelined message's fate would be unknown.
                 self._drop(connection)
                 continue
-            connection.in_use = True
+            connection.users += 1
+            connection.messages_started += 1
             return connection
         return None
 
@@ -294,8 +324,11 @@ class SMTPPool:
             # Without the block nothing would ever QUIT or close the connections.
             raise RuntimeError("use the pool as `async with SMTPPool(...) as pool:`")
         try:
-            with anyio.fail_after(self.timeout):
-                await self._slots.acquire()
+            try:
+                self._slots.acquire_nowait()
+            except anyio.WouldBlock:
+                with anyio.fail_after(self.timeout):
+                    await self._slots.acquire()
         except TimeoutError:
             raise SMTPTimeoutError(
                 f"no connection to {self.host} became free within {self.timeout} s"
@@ -305,7 +338,8 @@ class SMTPPool:
             if connection is None:
                 self._opened += 1
                 connection = _PooledConnection(self._new_client(), self._opened)
-                connection.in_use = True
+                connection.users = 1
+                connection.messages_started = 1
                 self._connections.append(connection)
                 try:
                     await self._connect(connection)
@@ -317,14 +351,28 @@ class SMTPPool:
             self._slots.release()
             raise
 
-    def _release(self, connection: _PooledConnection, *, healthy: bool) -> None:
-        connection.in_use = False
-        connection.idle_since = anyio.current_time()
+    def _hand_off(self, connection: _PooledConnection, tx: _Transaction) -> None:
+        """The transaction's final dot has left: its slot, and its connection, may
+        go to the next transaction while it reads its reply."""
+        if connection.messages_started < self.max_messages_per_connection:
+            connection.accepting = True
+        self._slots.release()
+
+    def _release(
+        self, connection: _PooledConnection, tx: _Transaction | None, *, healthy: bool
+    ) -> None:
+        connection.users -= 1
+        if not connection.users:
+            connection.accepting = False
+            connection.idle_since = time.monotonic()
         if not healthy or connection.smtp.is_closed:
             self._drop(connection)
-        elif connection.messages_sent >= self.max_messages_per_connection:
+        elif not connection.users and connection.messages_started >= (
+            self.max_messages_per_connection
+        ):
             self._retire(connection)
-        self._slots.release()
+        if tx is None or not tx.handed_off:
+            self._slots.release()
 
     def _drop(self, connection: _PooledConnection) -> None:
         """Forget a connection that failed; it is closed without QUIT."""
@@ -453,6 +501,7 @@ class SMTPPool:
             await self._wait_for_rate()
             connection = await self._acquire()
             smtp = connection.smtp
+            tx: _Transaction | None = None
             healthy = False
             try:
                 if needs_smtputf8 and not smtp.has_extn("smtputf8"):
@@ -461,20 +510,22 @@ class SMTPPool:
                         "email support, but the server does not advertise the required "
                         "SMTPUTF8 capability"
                     )
-                result = await smtp.sendmail(
-                    from_addr, recipients, body, mail_options, rcpt_options, progress=progress
+                tx = _Transaction()
+                tx.on_handoff = functools.partial(self._hand_off, connection, tx)
+                result = await smtp._sendmail_with_lock(
+                    tx, from_addr, recipients, body, mail_options, rcpt_options, progress
                 )
                 connection.messages_sent += 1
                 healthy = True
                 return result
             except BaseException as exc:
                 healthy = _left_clean(smtp, exc)
-                if attempt == 1 and body.replayable and _server_cannot_have_it(smtp, exc):
+                if attempt == 1 and body.replayable and _server_cannot_have_it(tx, exc):
                     body.rewind()
                     continue
                 raise
             finally:
-                self._release(connection, healthy=healthy)
+                self._release(connection, tx, healthy=healthy)
         raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -494,7 +545,7 @@ def _left_clean(smtp: SMTP, exc: BaseException) -> bool:
     return isinstance(exc, (SMTPNotSupportedError, ValueError))
 
 
-def _server_cannot_have_it(smtp: SMTP, exc: BaseException) -> bool:
+def _server_cannot_have_it(tx: _Transaction | None, exc: BaseException) -> bool:
     """Whether the failed transaction may be sent again: only where the connection
     failed, or the server said 421, before the end of the data left."""
     if isinstance(exc, SMTPDeliveryUnknownError):
@@ -505,7 +556,7 @@ def _server_cannot_have_it(smtp: SMTP, exc: BaseException) -> bool:
         return any(code == 421 for code, _ in exc.recipients.values())
     if isinstance(exc, SMTPSenderRefused):
         return exc.smtp_code == 421
-    if smtp.end_of_data_sent:
+    if tx is not None and tx.end_of_data_sent:
         return False
     if isinstance(exc, SMTPResponseException):
         return exc.smtp_code == 421

@@ -160,11 +160,14 @@ class SMTPConnection:
             self._utf8 = False
         return data
 
-    def send_data(self, chunk: bytes) -> bytes:
-        """Return the wire bytes for the next piece of a message after 354."""
+    def send_data(self, chunk: bytes, *, normalized: bool = False) -> bytes:
+        """Return the wire bytes for the next piece of a message after 354.
+
+        ``normalized``: the line endings are already CRLF (``normalize_line_endings``).
+        """
         if self._state is not State.DATA or self._encoder is None:
             raise LocalProtocolError(f"cannot send message data in state {self._state.name}")
-        return self._encoder.encode(chunk)
+        return self._encoder.encode(chunk, normalized=normalized)
 
     def end_data(self) -> bytes:
         """Return the bytes that end the message, and await the reply (one per

@@ -48,6 +48,10 @@ class LineEndingNormalizer:
     def __init__(self) -> None:
         self._held_cr = False
 
+    @property
+    def holds_cr(self) -> bool:
+        return self._held_cr
+
     def feed(self, chunk: bytes) -> bytes:
         if self._held_cr:
             # Rare: a line ending was split across chunks.
@@ -74,11 +78,17 @@ class DataEncoder:
         self._at_line_start = True
         self._finished = False
 
-    def encode(self, chunk: bytes) -> bytes:
-        """Return the wire bytes for the next piece of the message."""
+    def encode(self, chunk: bytes, *, normalized: bool = False) -> bytes:
+        """Return the wire bytes for the next piece of the message.
+
+        ``normalized``: the caller has already made every line ending CRLF (with
+        ``normalize_line_endings``) and the chunk does not end in a bare CR, so
+        the scan for bare ones is skipped.
+        """
         if self._finished:
             raise LocalProtocolError("the message data has already been finished")
-        chunk = self._normalizer.feed(chunk)
+        if not normalized or self._normalizer.holds_cr or chunk.endswith(_CR):
+            chunk = self._normalizer.feed(chunk)
         if not chunk:
             return chunk
         if b"\r\n." in chunk:

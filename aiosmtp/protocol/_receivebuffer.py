@@ -20,7 +20,8 @@ MAX_LINE_LENGTH = 8192
 #: A reply of more than this many lines is refused.
 MAX_REPLY_LINES = 1000
 
-_DIGITS = frozenset(b"0123456789")
+# Every valid reply code, by its three bytes: one lookup checks and converts.
+_CODES = {str(code).encode(): code for code in range(200, 600)}
 
 
 class ReplyParser:
@@ -66,18 +67,24 @@ class ReplyParser:
             # Lenient like smtplib: a bare LF ends a line too.
             stop = end - 1 if end > 0 and buffer[end - 1] == 0x0D else end
             line = bytes(buffer[:stop])
-            del buffer[: end + 1]
+            if end + 1 == len(buffer):
+                buffer.clear()  # the usual case: the last line received; no memmove
+            else:
+                del buffer[: end + 1]
             self._searched = 0
             reply = self._add_line(line)
             if reply is not None:
                 return reply
 
     def _add_line(self, line: bytes) -> Reply | None:
-        if len(line) < 3 or not _DIGITS.issuperset(line[:3]) or line[0] not in b"2345":
+        code = _CODES.get(line[:3], 0)
+        if not code:
             raise RemoteProtocolError(f"malformed reply line {line[:80]!r}")
         if len(line) > 3 and line[3] not in b" -":
             raise RemoteProtocolError(f"malformed reply line {line[:80]!r}")
-        code = int(line[:3])
+        if not self._lines and len(line) > 3 and line[3] == 0x20:
+            # The usual case: a one-line reply.
+            return Reply(code, line[4:].strip(b" \t\r\n"))
         if self._lines and code != self._code:
             raise RemoteProtocolError(
                 f"reply line with code {code} inside a multiline reply with code {self._code}"
