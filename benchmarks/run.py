@@ -610,7 +610,7 @@ def throughput_rows(settings: Settings, files: Workspace, raw: Result) -> list[R
         raw.setdefault("throughput", {})[f"smtp-sink, {connections}"] = figures
         fill_throughput(rate, cpu, settings.messages, figures)
         how = figures["aiosmtp"].get("how")
-        if how and connections > 1:
+        if how:
             rate.label += f" (aiosmtp: {how})"
         rows += [rate, cpu]
     rows += postfix_throughput_rows(settings, files, raw)
