@@ -128,6 +128,18 @@ async def aiosmtp_throughput(port: int, body: bytes, messages: int, connections:
     import aiosmtp
 
     started, cpu_started = time.perf_counter(), cpu_seconds()
+    if messages == 0:
+        # The session alone (EHLO, QUIT), which a pool that sends nothing never opens.
+        async with aiosmtp.SMTP(
+            HOST, port, local_hostname=LOCAL_HOSTNAME, timeout=TIMEOUT
+        ) as smtp:
+            await smtp.ehlo_or_helo_if_needed()
+        return {
+            "seconds": time.perf_counter() - started,
+            "cpu_seconds": cpu_seconds() - cpu_started,
+            "sent": 0,
+            "how": "one SMTP session",
+        }
     async with aiosmtp.SMTPPool(
         HOST,
         port,
