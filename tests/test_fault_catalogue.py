@@ -893,3 +893,109 @@ def _check_transcript(
     else:
         assert transcript.startswith(before)
         assert (before + command).startswith(transcript)
+
+
+# -- the pool: it reconnects by itself, retries what the server cannot have -------------------
+
+
+@dataclass(frozen=True)
+class PoolCase:
+    step: str
+    fault: str
+    steps: Build
+    #: None: retried once on a new connection and delivered; else what the caller gets.
+    error: type[BaseException] | None = None
+    #: The connection stays in step (RSET) and carries the next message.
+    reuse: bool = False
+
+    @property
+    def id(self) -> str:
+        return f"{self.step}-{self.fault}".replace(" ", "_")
+
+
+POOL_CASES = [
+    # Before the end of the data: the server cannot have the message.
+    PoolCase("MAIL", "disconnect", then("MAIL", close())),
+    PoolCase("MAIL", "half-close write", then("MAIL", shutdown_write())),
+    PoolCase("RCPT", "421", then("RCPT", send(b"421 4.3.2 fault\r\n"), shutdown_write())),
+    PoolCase("DATA", "silence", then("DATA")),
+    PoolCase("payload", "disconnect", lambda ctx: [recv_until(b"\r\n"), reset()]),
+    PoolCase("BDAT", "421", then("BDAT", send(b"421 4.3.2 fault\r\n"), shutdown_write())),
+    # After it: the fate is unknown, never retried.
+    PoolCase("final dot", "disconnect", then("final dot", close()),
+             aiosmtp.SMTPDeliveryUnknownError),
+    PoolCase("final dot", "silence", then("final dot"), SMTPDeliveryUnknownTimeoutError),
+    PoolCase("BDAT LAST", "disconnect", then("BDAT LAST", close()),
+             aiosmtp.SMTPDeliveryUnknownError),
+    PoolCase("final dot", "garbage line", then("final dot", send(GARBAGE)),
+             aiosmtp.SMTPResponseException),
+    # Nonsense, a refused connection: raised; the next message gets a new connection.
+    PoolCase("RCPT", "garbage line", then("RCPT", send(GARBAGE)), aiosmtp.SMTPResponseException),
+    PoolCase("greeting", "disconnect", lambda ctx: [close()], aiosmtp.SMTPServerDisconnected),
+    # A refusal: raised, and the connection, in step again after RSET, is reused.
+    PoolCase("RCPT", "5xx", then("RCPT", send(b"550 5.1.1 fault: refused\r\n")),
+             aiosmtp.SMTPRecipientsRefused, reuse=True),
+]  # fmt: skip
+
+
+def _ends_of_data(transcript: bytes) -> int:
+    return transcript.count(b"\r\n.\r\n") + len(re.findall(rb"BDAT \d+ LAST\r\n", transcript))
+
+
+@pytest.mark.parametrize("case", [pytest.param(case, id=case.id) for case in POOL_CASES])
+async def test_pool_after_a_fault(
+    case: PoolCase, fault_server: FaultServers, contexts: Contexts
+) -> None:
+    session = SESSION_OF[case.step]
+    flat = session.flat()
+    index = next(i for i, (_, ex) in enumerate(flat) if ex.step == case.step)
+    first = [step for _, ex in flat[:index] for step in ex.normal(contexts)]
+    first += case.steps(contexts)
+    if case.reuse:
+        # The client's RSET, then the next message on the same connection.
+        transaction = [ex for _, ex in flat if ex.step in ("MAIL", "RCPT", "DATA", "final dot")]
+        first += [expect(b"RSET\r\n"), send(RSET_OK)]
+        first += [step for ex in transaction for step in ex.normal(contexts)]
+        first += QUIT.normal(contexts)
+        scripts = [first]
+    else:
+        scripts = [first, session.normal(contexts)]
+    server = fault_server(*scripts)
+    pool = aiosmtp.SMTPPool(
+        server.host,
+        server.port,
+        tls="none",
+        timeout=TIMEOUT,
+        data_timeout=TIMEOUT,
+        local_hostname=CLIENT_NAME,
+    )
+    try:
+        with anyio.fail_after(LIMIT):
+            async with pool:
+                if case.error is None:
+                    result = await pool.sendmail("a@x.org", ["b@x.org"], session.message)
+                    assert server.connections == 2
+                else:
+                    with pytest.raises(aiosmtp.SMTPException) as info:
+                        await pool.sendmail("a@x.org", ["b@x.org"], session.message)
+                    assert type(info.value) is case.error, repr(info.value)
+                    # Raised without a second try.
+                    assert server.connections == 1
+                    result = await pool.sendmail("a@x.org", ["b@x.org"], session.message)
+                    assert server.connections == (1 if case.reuse else 2)
+                assert result == {}
+                assert result.reply == (250, b"2.0.0 queued\n2.0.0 as Q1")
+    except BaseException:
+        server.abandon()
+        raise
+    await server.finished()
+    transcripts = server.transcripts()
+    if case.error is None:
+        # Delivered exactly once: no end of data on the broken connection.
+        assert [_ends_of_data(transcript) for transcript in transcripts] == [0, 1]
+    elif case.reuse:
+        assert [_ends_of_data(transcript) for transcript in transcripts] == [1]
+    else:
+        after_end = case.step in ("final dot", "BDAT LAST")
+        assert [_ends_of_data(transcript) for transcript in transcripts] == [int(after_end), 1]
+    assert transcripts[-1].endswith(b"QUIT\r\n")
