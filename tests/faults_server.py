@@ -187,6 +187,8 @@ class TransportOps:
 
     def __init__(self) -> None:
         self.kinds: list[str] = []
+        #: Writes that had completed when the cancellation was delivered.
+        self.completed_sends = 0
         self.cancel_at: int | None = None
         self.mode = "before"
         self.scope: anyio.CancelScope | None = None
@@ -199,6 +201,7 @@ class TransportOps:
     def arm(self, scope: anyio.CancelScope, cancel_at: int | None, mode: str = "before") -> None:
         """Count from zero the operations of the calling task from now on."""
         self.kinds = []
+        self.completed_sends = 0
         self.scope = scope
         self.cancel_at = cancel_at
         self.mode = mode
@@ -221,6 +224,8 @@ class TransportOps:
                 ops.scope.cancel()
                 await anyio.lowlevel.checkpoint()
             result = await real(transport, *args, **kwargs)
+            if name == "send":
+                ops.completed_sends += 1
             if hit and ops.mode == "after":
                 assert ops.scope is not None
                 ops.scope.cancel()
