@@ -121,9 +121,14 @@ def parse(chunks: Iterable[bytes], **limits: int) -> Outcome:
     return Outcome(tuple(replies), error is not None)
 
 
-def session(commands: int, **limits: int) -> SMTPConnection:
+def session(
+    commands: int,
+    *,
+    max_line_length: int = MAX_LINE_LENGTH,
+    max_reply_lines: int = MAX_REPLY_LINES,
+) -> SMTPConnection:
     """A session past its greeting that has pipelined MAIL and ``commands - 1`` RCPTs."""
-    conn = SMTPConnection(**limits)
+    conn = SMTPConnection(max_line_length=max_line_length, max_reply_lines=max_reply_lines)
     conn.receive_data(b"220 ok\r\n")
     assert conn.next_reply() == (220, b"ok")
     group = [Command.make("MAIL", "FROM:<a@example.org>")]

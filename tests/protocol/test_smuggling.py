@@ -27,11 +27,13 @@ import base64
 import itertools
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from email.message import EmailMessage
 
 import anyio
 import pytest
 
 import aiosmtp
+from aiosmtp._body import MessageSource
 
 from .. import hypothesis_profiles  # noqa: F401  (registers and loads the profiles)
 from ..bdat_server import BDATServer
@@ -219,7 +221,7 @@ async def test_no_variant_reaches_the_wire(
     recorder: BDATServer, variant: bytes, shape: str
 ) -> None:
     data, offsets = message(variant, "everywhere")
-    msg: aiosmtp.client.MessageSource
+    msg: MessageSource
     if shape == "bytes":
         msg = data
     elif shape == "str":
@@ -302,9 +304,7 @@ ACTIONS: dict[str, Action] = {
 }
 
 
-def _note() -> object:
-    from email.message import EmailMessage
-
+def _note() -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = "a@example.org"
     msg["To"] = "b@example.org"
