@@ -21,12 +21,15 @@ nor lets STARTTLS be stripped.
    remote, which is the safe side. SMTP.login keeps smtplib's behaviour.
 4. Stripping. With tls="starttls" (the default), a server that does not offer
    STARTTLS, one whose STARTTLS line a middlebox mangled, and one that refuses
-   the STARTTLS command all end the attempt before MAIL or AUTH.
+   the STARTTLS command all end the attempt before MAIL or AUTH; "opportunistic"
+   never falls back to plaintext after a failed certificate check. An LMTP pool
+   over TCP ignores its TLS policy today (xfail, strict).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import hashlib
 import hmac
@@ -51,6 +54,8 @@ from .scripted import (
     CLIENT_NAME,
     MiniSMTP,
     ScriptedServers,
+    ScriptError,
+    ServerConnection,
     Step,
     call,
     client,
@@ -673,3 +678,54 @@ async def test_opportunistic_tls_still_refuses_a_bad_certificate(
         ) as pool:
             await pool.sendmail("a@x.org", "b@x.org", BODY)
     await server.finished()
+
+
+def _tolerant(mini: MiniSMTP) -> Step:
+    """MiniSMTP that also puts up with a client that hangs up mid-line (a TLS
+    ClientHello that got a plaintext greeting): the verdict is the test's own."""
+
+    def run(conn: ServerConnection) -> None:
+        with contextlib.suppress(ScriptError):
+            mini(conn)
+
+    return call(run)
+
+
+LMTP_TLS_BUG = (
+    "client bug: SMTPPool(lmtp=True) ignores its tls policy over TCP: _connect() skips "
+    "STARTTLS for LMTP and _new_client() builds a plain LMTP client even for "
+    "tls='implicit', so the message goes in plaintext"
+)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=LMTP_TLS_BUG)
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+async def test_an_lmtp_pool_over_tcp_keeps_its_tls_policy(
+    scripted: ScriptedServers, tls: aiosmtp.pool.TLSMode
+) -> None:
+    # An LMTP server on TCP that offers no STARTTLS and speaks plaintext: with TLS
+    # required, not a byte of the transaction may reach it.
+    mini = MiniSMTP(features=(), lmtp=True)
+    server = scripted(greet(), _tolerant(mini))
+    refused: BaseException | None = None
+    with anyio.fail_after(LIMIT):
+        try:
+            async with aiosmtp.SMTPPool(
+                server.host,
+                server.port,
+                lmtp=True,
+                tls=tls,
+                local_hostname=CLIENT_NAME,
+                timeout=2,
+            ) as pool:
+                await pool.sendmail("a@x.org", "b@x.org", BODY)
+        except (ValueError, aiosmtp.SMTPException) as exc:
+            refused = exc
+    if server.peer is None:
+        # Refused before connecting (a fix may refuse tls='implicit' for LMTP at
+        # construction): let the waiting server see a client that hangs up at once.
+        with socket.create_connection((server.host, server.port)):
+            pass
+    await server.finished()
+    assert not any(line.startswith(b"MAIL") for line in mini.commands), mini.commands
+    assert refused is not None
