@@ -57,6 +57,7 @@ class _StreamProtocol(asyncio.Protocol):
         self.lost_error: BaseException | None = None
         self.reading_paused = False
         self.writing_paused = False
+        self.tls = False
         self.reader: asyncio.Future[str | None] | None = None
         self.drainer: asyncio.Future[str | None] | None = None
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -76,7 +77,10 @@ class _StreamProtocol(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.eof = True
         self._wake_reader()
-        return False  # half-open connections are of no use to SMTP: close
+        # Keep writing to a server that only closed its side, as over anyio's
+        # streams: what it makes of the rest of the message is its reply's (or its
+        # silence's) to tell. TLS cannot stay half open.
+        return not self.tls
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -328,7 +332,7 @@ class AsyncioTransport(Transport):
         assert isinstance(upgraded, asyncio.Transport)
         self._transport = upgraded
         protocol.transport = upgraded
-        self._tls = True
+        protocol.tls = self._tls = True
 
     async def aclose(self) -> None:
         self._stop_timer()

@@ -24,7 +24,8 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from aiosmtp._transport import Transport
+from aiosmtp._asyncio_transport import AsyncioTransport
+from aiosmtp._transport import AnyioTransport, Transport
 
 from .scripted import ScriptedServer, ScriptError, ServerConnection, Step, call
 
@@ -236,11 +237,13 @@ class TransportOps:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[TransportOps]:
-        originals = {name: getattr(Transport, name) for name in self.NAMES}
+        # Both implementations: the asyncio one under asyncio, anyio's under trio.
+        classes: tuple[type[Transport], ...] = (AnyioTransport, AsyncioTransport)
+        originals = {(cls, name): cls.__dict__[name] for cls in classes for name in self.NAMES}
         try:
-            for name, real in originals.items():
-                setattr(Transport, name, self._wrap(name, real))
+            for (cls, name), real in originals.items():
+                setattr(cls, name, self._wrap(name, real))
             yield self
         finally:
-            for name, real in originals.items():
-                setattr(Transport, name, real)
+            for (cls, name), real in originals.items():
+                setattr(cls, name, real)
