@@ -109,6 +109,8 @@ smtp_accept_queue_per_connection = 0
 smtp_accept_max_per_host =
 smtp_accept_max = 100
 
+# L on reception lines when the client pipelined (RFC 2920), K when it used BDAT.
+log_selector = +pipelining +received_recipients
 acl_smtp_rcpt = acl_check_rcpt
 acl_smtp_vrfy = accept
 
