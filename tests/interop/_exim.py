@@ -305,8 +305,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 2
     while _group_members(group) and time.monotonic() < deadline:
         time.sleep(0.02)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signal.SIGKILL)
+    if _group_members(group):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
 
 
 def _group_members(group: int) -> list[int]:
@@ -367,8 +368,6 @@ def run_exim(workdir: Path, ca: trustme.CA) -> Iterator[MailServer]:
         config.write_text(text, encoding="utf-8")
         config.chmod(0o644)
 
-        link = workdir / "exim"
-        link.symlink_to(state)
         with (state / "log" / "stderr").open("wb") as stderr:
             process = subprocess.Popen(
                 [str(EXIM_BINARY), "-C", str(config), "-bdf"],
@@ -378,7 +377,9 @@ def run_exim(workdir: Path, ca: trustme.CA) -> Iterator[MailServer]:
                 env=_environment(),
                 start_new_session=True,
             )
+        link = workdir / "exim"
         try:
+            link.symlink_to(state)
             _wait_until_listening(process, [port, tls_port], state / "log")
             maildir = state / "maildir"
             yield MailServer(
@@ -396,7 +397,7 @@ def run_exim(workdir: Path, ca: trustme.CA) -> Iterator[MailServer]:
             )
         finally:
             _stop(process)
-            link.unlink()
+            link.unlink(missing_ok=True)
             shutil.copytree(state / "log", workdir / "exim-log", dirs_exist_ok=True)
             # The maildir too, so a failing comparison can be looked at afterwards.
             shutil.copytree(state / "maildir", workdir / "exim-maildir", dirs_exist_ok=True)
