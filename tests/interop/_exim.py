@@ -109,6 +109,8 @@ smtp_accept_queue_per_connection = 0
 smtp_accept_max_per_host =
 smtp_accept_max = 100
 
+# L on reception lines when the client pipelined (RFC 2920), K when it used BDAT.
+log_selector = +pipelining +received_recipients
 acl_smtp_rcpt = acl_check_rcpt
 acl_smtp_vrfy = accept
 
@@ -265,19 +267,22 @@ def _stored_messages(maildir: Path, count: int, timeout: float) -> list[bytes]:
 
 
 def _wait_until_listening(process: subprocess.Popen[bytes], ports: list[int], logs: Path) -> None:
+    """Wait for the daemon's "listening for SMTP on ..." line, which it logs once both
+    sockets listen. (Probing the ports instead would make Exim log a TLS error for the
+    probe that hangs up on the implicit-TLS port.)"""
     deadline = time.monotonic() + 20
-    waiting = list(ports)
-    while waiting:
+    mainlog = logs / "mainlog"
+    expected = [f"[127.0.0.1]:{port}" for port in ports]
+    while True:
+        text = mainlog.read_text(errors="replace") if mainlog.exists() else ""
+        started = [line for line in text.splitlines() if "daemon started" in line]
+        if started and all(address in started[-1] for address in expected):
+            return
         if process.poll() is not None:
             raise RuntimeError(f"exim exited with {process.returncode}:\n{_read_logs(logs)}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"exim is not listening on {waiting}:\n{_read_logs(logs)}")
-        try:
-            socket.create_connection(("127.0.0.1", waiting[0]), timeout=1).close()
-        except OSError:
-            time.sleep(0.05)
-        else:
-            waiting.pop(0)
+            raise RuntimeError(f"exim is not listening on {ports}:\n{_read_logs(logs)}")
+        time.sleep(0.02)
 
 
 def _read_logs(logs: Path) -> str:
@@ -300,8 +305,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 2
     while _group_members(group) and time.monotonic() < deadline:
         time.sleep(0.02)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signal.SIGKILL)
+    if _group_members(group):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
 
 
 def _group_members(group: int) -> list[int]:
@@ -362,8 +368,6 @@ def run_exim(workdir: Path, ca: trustme.CA) -> Iterator[MailServer]:
         config.write_text(text, encoding="utf-8")
         config.chmod(0o644)
 
-        link = workdir / "exim"
-        link.symlink_to(state)
         with (state / "log" / "stderr").open("wb") as stderr:
             process = subprocess.Popen(
                 [str(EXIM_BINARY), "-C", str(config), "-bdf"],
@@ -373,7 +377,9 @@ def run_exim(workdir: Path, ca: trustme.CA) -> Iterator[MailServer]:
                 env=_environment(),
                 start_new_session=True,
             )
+        link = workdir / "exim"
         try:
+            link.symlink_to(state)
             _wait_until_listening(process, [port, tls_port], state / "log")
             maildir = state / "maildir"
             yield MailServer(
@@ -391,7 +397,7 @@ def run_exim(workdir: Path, ca: trustme.CA) -> Iterator[MailServer]:
             )
         finally:
             _stop(process)
-            link.unlink()
+            link.unlink(missing_ok=True)
             shutil.copytree(state / "log", workdir / "exim-log", dirs_exist_ok=True)
             # The maildir too, so a failing comparison can be looked at afterwards.
             shutil.copytree(state / "maildir", workdir / "exim-maildir", dirs_exist_ok=True)
