@@ -148,12 +148,7 @@ class Transport(abc.ABC):
         server_hostname: str | None = None,
     ) -> Transport:
         """Connect; with ``tls_context``, TLS starts at once (implicit TLS)."""
-        implementation: type[Transport] = AnyioTransport
-        if running_on_asyncio():
-            from ._asyncio_transport import AsyncioTransport
-
-            implementation = AsyncioTransport
-        return await implementation.connect_tcp(
+        return await _implementation().connect_tcp(
             host,
             port,
             timeout=timeout,
@@ -164,12 +159,7 @@ class Transport(abc.ABC):
 
     @classmethod
     async def connect_unix(cls, path: str, *, timeout: float | None) -> Transport:
-        implementation: type[Transport] = AnyioTransport
-        if running_on_asyncio():
-            from ._asyncio_transport import AsyncioTransport
-
-            implementation = AsyncioTransport
-        return await implementation.connect_unix(path, timeout=timeout)
+        return await _implementation().connect_unix(path, timeout=timeout)
 
     @property
     @abc.abstractmethod
@@ -218,6 +208,15 @@ class Transport(abc.ABC):
     async def abort(self) -> None:
         """Close at once, without waiting for the peer."""
         raise NotImplementedError
+
+
+def _implementation() -> type[Transport]:
+    """The Transport class for the backend the current task runs on."""
+    if running_on_asyncio():
+        from ._asyncio_transport import AsyncioTransport
+
+        return AsyncioTransport
+    return AnyioTransport
 
 
 class _Deadlines:
