@@ -7,6 +7,7 @@ import contextlib
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import trustme
 
@@ -27,10 +28,12 @@ def run_aiosmtpd(workdir: Path, ca: trustme.CA) -> Iterator[MailServer]:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
     handler = CramMD5Handler(refuse_rcpt={f"nobody@{DOMAIN}"})
-    options = {"data_size_limit": SIZE_LIMIT, "enable_SMTPUTF8": True, "auth": True}
+    options: dict[str, Any] = {"data_size_limit": SIZE_LIMIT, "enable_SMTPUTF8": True}
     with (
-        aiosmtpd_server(handler=handler, starttls_context=context, **options) as plain,
-        aiosmtpd_server(handler=handler, implicit_tls_context=context, **options) as implicit,
+        aiosmtpd_server(handler=handler, starttls_context=context, auth=True, **options) as plain,
+        aiosmtpd_server(
+            handler=handler, implicit_tls_context=context, auth=True, **options
+        ) as implicit,
     ):
 
         def stored_messages(count: int, timeout: float) -> list[bytes]:

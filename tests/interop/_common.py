@@ -59,6 +59,29 @@ class ObservedServer(MailServer):
     copy_per_recipient: bool = False
 
 
+#: What scripts/install-interop-packages installs, and a file each package brings.
+PACKAGE_FILES = {
+    "postfix": "/usr/sbin/postfix",
+    "dovecot-core": "/usr/sbin/dovecot",
+    "dovecot-lmtpd": "/usr/lib/dovecot/lmtp",
+}
+
+
+def packages_missing() -> str | None:
+    """One reason for every server that needs the Debian packages, so that a machine
+    without them shows a single skip line, naming all that is missing."""
+    missing = [name for name, path in PACKAGE_FILES.items() if not os.path.exists(path)]
+    if missing:
+        return f"{', '.join(missing)} not installed: {INSTALL_HINT}"
+    return None
+
+
+def needs_root() -> str | None:
+    if os.geteuid() != 0:
+        return "private Postfix and Dovecot instances need root (their masters run as root)"
+    return None
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -121,7 +144,8 @@ def new_workdir(parent: Path, name: str) -> Path:
 
 
 def chown_mail_user(path: Path) -> None:
-    shutil.chown(path, user=MAIL_USER, group=mail_group())
+    if os.geteuid() == 0:
+        shutil.chown(path, user=MAIL_USER, group=mail_group())
 
 
 def mail_ids() -> tuple[int, int]:

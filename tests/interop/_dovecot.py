@@ -21,8 +21,8 @@ import trustme
 
 from ._base import MailServer
 from ._common import (
-    ObservedServer,
     INSTALL_HINT,
+    ObservedServer,
     Unavailable,
     child_process,
     chown_mail_user,
@@ -31,7 +31,9 @@ from ._common import (
     free_port,
     mail_ids,
     maildir_files,
+    needs_root,
     new_workdir,
+    packages_missing,
     poll_store,
     port_open,
     read_files,
@@ -59,6 +61,9 @@ TRACE_HEADERS = (b"Return-Path", b"Received", b"Delivered-To", b"X-Original-To")
 
 
 def dovecot_unavailable() -> str | None:
+    reason = packages_missing() or needs_root()
+    if reason is not None:
+        return reason
     try:
         for tool in (DOVECOT, LMTP_DAEMON):
             find_tool(tool)
@@ -66,8 +71,6 @@ def dovecot_unavailable() -> str | None:
         return str(exc)
     if not os.path.exists(QUOTA_PLUGIN):
         return f"dovecot's quota plugin not installed: {INSTALL_HINT}"
-    if os.geteuid() != 0:
-        return "a private Dovecot needs root (it switches to each mail user)"
     return None
 
 

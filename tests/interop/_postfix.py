@@ -37,7 +37,9 @@ from ._common import (
     free_port,
     mail_ids,
     maildir_files,
+    needs_root,
     new_workdir,
+    packages_missing,
     poll_store,
     port_open,
     read_files,
@@ -75,17 +77,21 @@ _POSTCONF_DEFAULTS = (
 
 
 def postfix_unavailable() -> str | None:
+    reason = packages_missing() or needs_root()
+    if reason is not None:
+        return reason
     try:
         for tool in ("postfix", "postconf", "/usr/lib/postfix/sbin/virtual"):
             find_tool(tool)
     except Unavailable as exc:
         return str(exc)
-    if os.geteuid() != 0:
-        return "a private Postfix needs root (its master runs as root)"
     return dovecot_unavailable()
 
 
 def smtp_sink_unavailable() -> str | None:
+    reason = packages_missing()
+    if reason is not None:
+        return reason
     try:
         find_tool("smtp-sink")
     except Unavailable as exc:

@@ -20,6 +20,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from email.generator import BytesGenerator
 from email.message import EmailMessage
+from email.policy import EmailPolicy
+from typing import Literal, cast
 
 import anyio
 import pytest
@@ -125,7 +127,7 @@ def fix_boundaries(msg: EmailMessage) -> None:
 def wire_bytes(msg: EmailMessage, *, utf8: bool = False) -> bytes:
     """The bytes a client sends for ``msg``, as smtplib's send_message makes them."""
     out = io.BytesIO()
-    policy = msg.policy.clone(utf8=True) if utf8 else None
+    policy = cast(EmailPolicy, msg.policy).clone(utf8=True) if utf8 else None
     BytesGenerator(out, policy=policy).flatten(msg, linesep="\r\n")
     data = out.getvalue()
     return data if data.endswith(b"\r\n") else data + b"\r\n"
@@ -180,9 +182,11 @@ def protocol_log() -> Iterator[list[str]]:
     class Handler(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             text = record.getMessage()
-            for arrow in (">>", "<<"):
-                if f" {arrow} " in text:
-                    lines.append(arrow + " " + text.split(f" {arrow} ", 1)[1])
+            lines.extend(
+                arrow + " " + text.split(f" {arrow} ", 1)[1]
+                for arrow in (">>", "<<")
+                if f" {arrow} " in text
+            )
 
     logger = logging.getLogger("aiosmtp.protocol")
     handler = Handler(logging.DEBUG)
@@ -305,11 +309,12 @@ async def test_starttls_certificate_refused(
     smtp = client(mail_server)
     async with smtp:
         await hello(smtp)
+        if failure == "wrong CA":
+            context, name = other_ca_context, None
+        else:
+            context, name = client_context, "wrong.example"
         with pytest.raises(aiosmtp.SMTPCertificateError):
-            if failure == "wrong CA":
-                await smtp.starttls(context=other_ca_context)
-            else:
-                await smtp.starttls(context=client_context, server_hostname="wrong.example")
+            await smtp.starttls(context=context, server_hostname=name)
         assert smtp.is_closed
     with pytest.raises(aiosmtp.SMTPServerDisconnected):
         await smtp.noop()
@@ -474,9 +479,8 @@ async def test_size_refusal(mail_server: MailServer) -> None:
     big = raw_message(mid, "too big", b"x" * 998 + b"\r\n")
     big += (b"y" * 998 + b"\r\n") * (mail_server.size_limit // 1000 + 1)
     async with client(mail_server) as smtp:
-        with protocol_log() as log:
-            with pytest.raises(aiosmtp.SMTPSenderRefused) as caught:
-                await smtp.sendmail(SENDER, mail_server.recipients[0], big)
+        with protocol_log() as log, pytest.raises(aiosmtp.SMTPSenderRefused) as caught:
+            await smtp.sendmail(SENDER, mail_server.recipients[0], big)
         assert caught.value.smtp_code == 552
         mail = next(line for line in log if line.startswith(">> MAIL"))
         assert f"SIZE={len(big)}" in mail.split()
@@ -550,7 +554,8 @@ async def test_chunking(mail_server: MailServer, chunking: bool, size: str) -> N
     bdat = [line for line in log if line.startswith(">> BDAT")]
     if chunking and "chunking" in mail_server.features:
         assert ">> DATA" not in log
-        assert bdat and bdat[-1].endswith(" LAST")
+        assert bdat
+        assert bdat[-1].endswith(" LAST")
         if size == "large":
             assert len(bdat) > 1
     else:
@@ -666,7 +671,7 @@ async def test_volume_through_a_pool(
     """Many messages through SMTPPool's connections: every one stored, none twice
     (a few hundred against smtp-sink, a few dozen elsewhere)."""
     count = 300 if mail_server.name == "smtp-sink" else 30
-    tls = "starttls" if "starttls" in mail_server.features else "none"
+    tls: Literal["starttls", "none"] = "starttls" if "starttls" in mail_server.features else "none"
     host = mail_server.unix_path or mail_server.host
     run = uuid.uuid4().hex
     ids = [f"<{run}.{n}@client.example>" for n in range(count)]
