@@ -31,6 +31,7 @@ import aiosmtp
 
 from ._base import MailServer
 from ._common import ObservedServer
+from .conftest import SERVERS, unavailable_servers
 
 pytestmark = [pytest.mark.interop, pytest.mark.anyio]
 
@@ -217,6 +218,15 @@ def other_ca_context() -> ssl.SSLContext:
 
 
 # -- connect, EHLO/HELO, QUIT ------------------------------------------------------------
+
+
+def test_every_server_can_run() -> None:
+    """The servers left out of the matrix on this machine, and why (one line)."""
+    missing = unavailable_servers()
+    assert set(missing) <= set(SERVERS)
+    if missing:
+        reasons = sorted(set(missing.values()))
+        pytest.skip(f"{'; '.join(reasons)} (not run: {', '.join(missing)})")
 
 
 async def test_connect_greeting_and_quit(mail_server: MailServer) -> None:
