@@ -81,4 +81,5 @@ def run_aiosmtpd(workdir: Path, ca: trustme.CA) -> Iterator[MailServer]:
             refused_recipient=f"nobody@{DOMAIN}",
             stored_messages=stored_messages,
             envelopes=envelopes,
+            utf8_recipient=f"jörg@{DOMAIN}",
         )

@@ -53,10 +53,16 @@ class ObservedServer(MailServer):
     """A MailServer that says a little more than ``_base.MailServer`` can: the
     envelopes it received, where it records them (smtp-sink's dump files,
     aiosmtpd's handler: what a DSN test needs to see its options arrive), and
-    whether it stores one copy per recipient (maildirs) or one per transaction."""
+    whether it stores one copy per recipient (maildirs) or one per transaction,
+    a non-ASCII mailbox, and where its DSN notices can be read."""
 
     envelopes: Callable[[], list[Envelope]] | None = None
     copy_per_recipient: bool = False
+    #: A recipient with a non-ASCII local part that the server delivers.
+    utf8_recipient: str | None = None
+    #: A mailbox of the server's own where its delivery notices (DSN) to a sender
+    #: of that address arrive, if it sends any.
+    notices_to: str | None = None
 
 
 #: What scripts/install-interop-packages installs, and a file each package brings.

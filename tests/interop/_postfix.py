@@ -295,6 +295,8 @@ def run_postfix(workdir: Path, ca: trustme.CA) -> Iterator[MailServer]:
                 refused_recipient=f"nobody@{DOMAIN}",
                 stored_messages=stored_messages,
                 copy_per_recipient=True,
+                utf8_recipient=f"jörg@{DOMAIN}",
+                notices_to=f"carol@{DOMAIN}",
             )
 
 

@@ -464,6 +464,20 @@ async def test_smtputf8(mail_server: MailServer) -> None:
         assert any(env.sender == "jörg@exämple.test" for env in envelopes())
 
 
+async def test_smtputf8_recipient(mail_server: MailServer) -> None:
+    """A mailbox whose local part is not ASCII, delivered under SMTPUTF8."""
+    recipient = getattr(mail_server, "utf8_recipient", None)
+    if recipient is None:
+        pytest.skip(f"{mail_server.name} has no non-ASCII mailbox")
+    msg = make_message(mail_server, "für Jörg", recipients=[recipient])
+    async with client(mail_server) as smtp:
+        assert await smtp.send_message(msg) == {}
+    await assert_stored(mail_server, msg["Message-ID"], wire_bytes(msg, utf8=True))
+    envelopes = getattr(mail_server, "envelopes", None)
+    if envelopes is not None:
+        assert any(recipient in env.recipients for env in envelopes())
+
+
 async def test_8bitmime(mail_server: MailServer) -> None:
     require(mail_server, "8bitmime", "8BITMIME")
     mid = message_id()
@@ -528,6 +542,40 @@ async def test_dsn_options(
         envelope = next(env for env in reversed(envelopes()) if env.sender == SENDER)
         assert set(mail_options) <= set(envelope.mail_options)
         assert set(rcpt_options) <= set(envelope.rcpt_options)
+
+
+async def test_dsn_success_notice(mail_server: MailServer) -> None:
+    """NOTIFY=SUCCESS with RET=HDRS and ENVID really asks for a notice: the server's
+    report (RFC 3464) comes back to the sender with the envelope id and only the
+    headers of the message."""
+    require(mail_server, "dsn", "DSN")
+    sender = getattr(mail_server, "notices_to", None)
+    if sender is None:
+        pytest.skip(f"{mail_server.name} sends no delivery notices that the tests can read")
+    mid = message_id()
+    envid = uuid.uuid4().hex
+    data = raw_message(mid, "notify me", b"The body, which RET=HDRS leaves out.\r\n")
+    async with client(mail_server) as smtp:
+        refused = await smtp.sendmail(
+            sender,
+            mail_server.recipients[0],
+            data,
+            ["RET=HDRS", f"ENVID={envid}"],
+            ["NOTIFY=SUCCESS"],
+        )
+        assert refused == {}
+    copies = await stored_copies(mail_server, mid, 2)
+    assert len(copies) == 2, copies
+    notices = [copy for copy in copies if b"report-type=delivery-status" in copy]
+    assert len(notices) == 1, copies
+    notice = notices[0]
+    assert f"Original-Envelope-Id: {envid}".encode() in notice
+    assert f"Final-Recipient: rfc822; {mail_server.recipients[0]}".encode() in notice
+    assert b"Action: delivered" in notice
+    assert b"Content-Type: text/rfc822-headers" in notice
+    assert b"Subject: notify me" in notice
+    assert b"RET=HDRS leaves out" not in notice
+    assert [copy for copy in copies if copy is not notice] == [data]
 
 
 async def test_pipelining(mail_server: MailServer) -> None:
