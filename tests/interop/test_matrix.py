@@ -720,6 +720,97 @@ async def test_quit_reply(mail_server: MailServer) -> None:
     assert smtp.is_closed
 
 
+# -- line endings: what SMTP smuggling relies on never reaches a real server --------------
+
+
+def normalised(data: bytes) -> bytes:
+    """``data`` with every bare CR and bare LF made a CRLF, as the client sends it."""
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
+@pytest.mark.parametrize(
+    "end",
+    [b"\n.\n", b"\r.\r", b"\r\n.\r", b"\n.\r\n", b"\r\n.\n", b"\r.\r\n"],
+    ids=repr,
+)
+@pytest.mark.parametrize("chunking", [True, False], ids=["chunking on", "chunking off"])
+async def test_smuggled_end_of_data_stays_in_the_message(
+    mail_server: MailServer, end: bytes, chunking: bool
+) -> None:
+    """A payload holding one of the published fake end-of-data sequences followed by
+    a second transaction: the server stores one message, with the would-be second
+    one as text inside it, line endings normalised, and no second message."""
+    mid, smuggled_mid = message_id(), message_id()
+    smuggled = (
+        b"MAIL FROM:<evil@outside.test>\r\nRCPT TO:<"
+        + mail_server.recipients[-1].encode()
+        + b">\r\nDATA\r\n"
+        + raw_message(smuggled_mid, "smuggled", b"Smuggled.\r\n")
+        + b".\r\n"
+    )
+    data = raw_message(mid, "carrier", b"Before the fake end." + end + smuggled)
+    async with client(mail_server, chunking=chunking) as smtp:
+        assert await smtp.sendmail(SENDER, mail_server.recipients[0], data) == {}
+        assert (await smtp.noop()).code == 250  # in step: no reply left over
+    await assert_stored(mail_server, mid, normalised(data))
+    if "stores" in mail_server.features:
+        assert mail_server.stored_messages is not None
+        assert not any(
+            f"Message-ID: {smuggled_mid}".encode() in stored.split(b"\r\n\r\n", 1)[0]
+            for stored in mail_server.stored_messages(0, 0)
+        )
+
+
+# -- the high-level API ----------------------------------------------------------------
+
+
+async def test_one_shot_send(mail_server: MailServer, client_context: ssl.SSLContext) -> None:
+    """aiosmtp.send(): one message, one connection, STARTTLS and AUTH where offered."""
+    msg = message_with_attachments(mail_server)
+    options: dict[str, str] = {}
+    if any(name in mail_server.features for name in MECHANISMS):
+        user, password = next(iter(mail_server.users.items()))
+        options.update(username=user, password=password)
+    tls: Literal["starttls", "none"] = "starttls" if "starttls" in mail_server.features else "none"
+    result = await aiosmtp.send(
+        msg,
+        mail_server.unix_path or mail_server.host,
+        mail_server.port,
+        tls=tls,
+        context=client_context,
+        server_hostname=mail_server.tls_hostname,
+        timeout=TIMEOUT,
+        local_hostname=CLIENT_NAME,
+        lmtp="lmtp" in mail_server.features,
+        **options,
+    )
+    assert result == {}
+    await assert_stored(mail_server, msg["Message-ID"], wire_bytes(msg), accepted=2)
+
+
+async def test_pool_smtputf8(mail_server: MailServer, client_context: ssl.SSLContext) -> None:
+    """The pool, like SMTP, sends a non-ASCII address only where SMTPUTF8 is offered."""
+    msg = make_message(mail_server, "Grüße über den Pool", sender="jörg@exämple.test")
+    tls: Literal["starttls", "none"] = "starttls" if "starttls" in mail_server.features else "none"
+    async with aiosmtp.SMTPPool(
+        mail_server.unix_path or mail_server.host,
+        mail_server.port,
+        tls=tls,
+        context=client_context,
+        server_hostname=mail_server.tls_hostname,
+        timeout=TIMEOUT,
+        local_hostname=CLIENT_NAME,
+        lmtp="lmtp" in mail_server.features,
+    ) as pool:
+        if "smtputf8" not in mail_server.features:
+            with pytest.raises(aiosmtp.SMTPNotSupportedError):
+                await pool.send_message(msg)
+            assert await stored_copies(mail_server, msg["Message-ID"], 0) == []
+            return
+        assert await pool.send_message(msg) == {}
+    await assert_stored(mail_server, msg["Message-ID"], wire_bytes(msg, utf8=True))
+
+
 # -- volume ------------------------------------------------------------------------------
 
 
@@ -730,6 +821,10 @@ async def test_volume_through_a_pool(
     (a few hundred against smtp-sink, a few dozen elsewhere)."""
     count = 300 if mail_server.name == "smtp-sink" else 30
     tls: Literal["starttls", "none"] = "starttls" if "starttls" in mail_server.features else "none"
+    credentials: dict[str, str] = {}
+    if any(name in mail_server.features for name in MECHANISMS):
+        user, password = next(iter(mail_server.users.items()))
+        credentials.update(username=user, password=password)
     host = mail_server.unix_path or mail_server.host
     run = uuid.uuid4().hex
     ids = [f"<{run}.{n}@client.example>" for n in range(count)]
