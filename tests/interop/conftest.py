@@ -1,10 +1,6 @@
 """The interop matrix: which real servers the scenarios run against.
 
-``SERVERS`` is the registry. Each entry names a module of this package and, in it,
-``<...>_unavailable() -> str | None`` (the one-line skip reason on a machine that
-cannot run the server) and ``run_<...>(workdir, ca)``, a context manager that starts
-the server on loopback with its own temporary configuration and yields a
-``MailServer`` (``_base.py``). Adding a server is one line here.
+The servers are listed in ``_registry.SERVERS`` (adding one is one line there).
 
 Each server starts once per session (``mail_server`` is session-scoped and
 parametrised over the registry; pytest groups the tests by server, so one runs at a
@@ -13,12 +9,9 @@ time) and is stopped when the tests of the next one begin.
 
 from __future__ import annotations
 
-import importlib
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
@@ -26,30 +19,7 @@ import pytest
 import trustme
 
 from ._base import MailServer
-
-
-@dataclass(frozen=True)
-class Entry:
-    module: str  # in tests.interop
-    run: str
-    unavailable: str
-
-
-SERVERS: dict[str, Entry] = {
-    "postfix": Entry("_postfix", "run_postfix", "postfix_unavailable"),
-    "smtp-sink": Entry("_postfix", "run_smtp_sink", "smtp_sink_unavailable"),
-    "dovecot-lmtp": Entry("_dovecot", "run_dovecot_lmtp", "dovecot_unavailable"),
-    "dovecot-lmtp-unix": Entry("_dovecot", "run_dovecot_lmtp_unix", "dovecot_unavailable"),
-    "aiosmtpd": Entry("_aiosmtpd", "run_aiosmtpd", "aiosmtpd_unavailable"),
-}
-
-Runner = Callable[[Path, trustme.CA], AbstractContextManager[MailServer]]
-
-
-def resolve(name: str) -> tuple[Callable[[], str | None], Runner]:
-    entry = SERVERS[name]
-    module = importlib.import_module(f"{__package__}.{entry.module}")
-    return getattr(module, entry.unavailable), getattr(module, entry.run)
+from ._registry import SERVERS, resolve, unavailable_servers
 
 
 @pytest.fixture(scope="session")
@@ -60,17 +30,6 @@ def interop_root() -> Iterator[Path]:
     root.chmod(0o755)
     yield root
     shutil.rmtree(root, ignore_errors=True)
-
-
-def unavailable_servers() -> dict[str, str]:
-    """The registry's servers that cannot run here, each with its reason."""
-    reasons = {}
-    for name in SERVERS:
-        unavailable, _ = resolve(name)
-        reason = unavailable()
-        if reason is not None:
-            reasons[name] = reason
-    return reasons
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -31,7 +31,7 @@ import aiosmtp
 
 from ._base import MailServer
 from ._common import ObservedServer
-from .conftest import SERVERS, unavailable_servers
+from ._registry import SERVERS, unavailable_servers
 
 pytestmark = [pytest.mark.interop, pytest.mark.anyio]
 
