@@ -217,10 +217,10 @@ def _postfix(base: Path, conf: Path, port: int, implicit_port: int) -> Iterator[
                 f"{started.stderr.strip() or tail(log)}"
             )
         # The master detaches: wait for its listeners (a failure shows in the log).
-        wait_until(
-            lambda: port_open(port) and port_open(implicit_port),
-            f"postfix did not start ({tail(log)})",
-        )
+        try:
+            wait_until(lambda: port_open(port) and port_open(implicit_port), "postfix")
+        except Unavailable as exc:
+            raise Unavailable(f"{exc}; its log: {tail(log)}") from None
         yield
     finally:
         subprocess.run(
