@@ -336,13 +336,34 @@ async def test_starttls_certificate_refused(
 
 
 async def test_implicit_tls(mail_server: MailServer, client_context: ssl.SSLContext) -> None:
+    """SMTP_SSL, with AUTH where offered (at once: no STARTTLS to wait for)."""
+    credentials: dict[str, str] = {}
     async with implicit_tls_client(mail_server, client_context) as smtp:
         assert smtp.is_tls
         await hello(smtp)
         assert not smtp.has_extn("starttls")
+        if smtp.has_extn("auth"):
+            user, password = next(iter(mail_server.users.items()))
+            assert (await smtp.login(user, password)).code == 235
+            credentials.update(username=user, password=password)
         msg = make_message(mail_server, "over implicit TLS")
         assert await smtp.send_message(msg) == {}
     await assert_stored(mail_server, msg["Message-ID"], wire_bytes(msg))
+    # The same through the one-shot API, whose "implicit" policy is not tied to 465.
+    again = make_message(mail_server, "over implicit TLS, one shot")
+    assert mail_server.implicit_tls_port is not None
+    result = await aiosmtp.send(
+        again,
+        mail_server.host,
+        mail_server.implicit_tls_port,
+        tls="implicit",
+        context=client_context,
+        timeout=TIMEOUT,
+        local_hostname=CLIENT_NAME,
+        **credentials,
+    )
+    assert result == {}
+    await assert_stored(mail_server, again["Message-ID"], wire_bytes(again))
 
 
 @pytest.mark.parametrize("failure", ["wrong CA", "wrong host name"])
