@@ -348,15 +348,21 @@ def test_a_session_fed_anything_raises_only_remote_protocol_errors(
 ) -> None:
     # Well-formed replies, then anything at all: the expected replies come first,
     # and what follows (more than was asked for) is refused or awaited, never
-    # handed out as a reply.
+    # handed out as a reply. (The first lines of a multiline reply that nothing
+    # asked for are only held, if they arrive after the last reply: the session
+    # then reports them through has_buffered_input(), and whatever completes
+    # them is refused.)
     raw = b"".join(replies) + noise
     conn = session(len(replies))
     outcome = drive(conn, data.draw(cuts(raw)))
     expected = model(b"".join(replies)).replies
     # Bytes that arrive with the last reply make it suspect: the session refuses it.
     assert outcome.replies == expected or (outcome.error and outcome.replies == expected[:-1])
-    if b"\n" in noise:
-        assert outcome.error  # a complete line more than was asked for
+    extra = model(noise)
+    if extra.replies or extra.error:
+        assert outcome.error  # a whole reply more than was asked for, or nonsense
+    if noise and not outcome.error:
+        assert conn.has_buffered_input()  # held, and visible to the driver
     if not noise:
         assert not outcome.error
 
@@ -377,8 +383,26 @@ def test_a_fresh_session_fed_anything_returns_at_most_the_greeting(
         return
     # Bytes that arrive with the greeting make it suspect: the session refuses it.
     assert outcome.replies == (greeting,) or (outcome.error and outcome.replies == ())
-    if b"\n" in rest:
-        assert outcome.error  # a complete line that nothing asked for
+    extra = model(rest)
+    if extra.replies or extra.error:
+        assert outcome.error  # a whole reply that nothing asked for, or nonsense
+    if rest and not outcome.error:
+        assert conn.has_buffered_input()
     if not rest:
         assert not outcome.error
     assert conn.state is (State.CLOSED if greeting.code == 421 or outcome.error else State.READY)
+
+
+def test_the_first_line_of_an_unsolicited_reply_is_held_then_refused() -> None:
+    # Found by the long profile: a continuation line that arrives after the last
+    # awaited reply is no reply yet, so it is held (and shown), not refused at once.
+    conn = session(1)
+    conn.receive_data(b"250 ok\r\n")
+    assert conn.next_reply() == (250, b"ok")
+    conn.receive_data(b"250-more\r\n")
+    assert conn.next_reply() is NEED_DATA
+    assert conn.has_buffered_input()
+    conn.receive_data(b"250 end\r\n")
+    with pytest.raises(RemoteProtocolError, match="unsolicited"):
+        conn.next_reply()
+    assert conn.state is State.CLOSED
