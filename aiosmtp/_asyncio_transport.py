@@ -239,6 +239,10 @@ class AsyncioTransport(Transport):
         protocol = self._protocol
         if protocol.received or protocol.eof or protocol.lost:
             return True
+        if self._tls:
+            # The kernel's bytes may be TLS records with no data in them (a TLS 1.3
+            # session ticket); the loop reads and decrypts them soon enough anyway.
+            return False
         # Bytes the loop has not picked up yet still wait in the kernel.
         sock: socket.socket | None = self._transport.get_extra_info("socket")
         if sock is None:

@@ -328,6 +328,10 @@ class AnyioTransport(Transport):
         return isinstance(self._stream, TLSStream)
 
     def is_readable(self) -> bool:
+        if self.is_tls:
+            # Readable bytes in the kernel may be TLS records with no data in them (a
+            # TLS 1.3 session ticket), and telling would mean reading: say nothing.
+            return False
         sock = self._stream.extra(SocketAttribute.raw_socket, None)
         if sock is None:
             return False

@@ -488,6 +488,7 @@ class SMTP:
 
         Stops early, with fewer replies, if the session closes on the way (421).
         """
+        await self._refuse_idle_input(commands[0].verb)
         replies: list[Reply] = []
         for start in range(0, len(commands), _PIPELINE_GROUP):
             group = commands[start : start + _PIPELINE_GROUP]
@@ -501,6 +502,24 @@ class SMTP:
                     if self._conn is None:
                         return replies
         return replies
+
+    async def _refuse_idle_input(self, verb: str) -> None:
+        """Before the first command of an exchange, with no reply owed: anything the
+        server said meanwhile would be read as the answer to that command, and every
+        reply after it would be one off. Read it and refuse it by name; the
+        connection is closed."""
+        transport, conn = self._connection()
+        if conn.awaiting_replies or not (conn.has_buffered_input() or transport.is_readable()):
+            return
+        async with self._io_guard():
+            if not conn.has_buffered_input():
+                # At the end of the stream this raises SMTPServerDisconnected.
+                conn.receive_data(await transport.receive(self.timeout))
+            # With no reply owed, a whole one raises RemoteProtocolError, "unsolicited".
+            if conn.next_reply() is NEED_DATA:
+                raise RemoteProtocolError(
+                    f"unsolicited bytes from the server while the client was idle, before {verb}"
+                )
 
     async def _command(self, command: Command) -> Reply:
         return (await self._exchange((command,)))[0]
@@ -545,7 +564,14 @@ class SMTP:
     async def _ehlo_or_helo_if_needed(self) -> None:
         if self.helo_resp is not None or self.ehlo_resp is not None:
             return
-        if not 200 <= (await self._ehlo("")).code <= 299:
+        reply = await self._ehlo("")
+        if not 200 <= reply.code <= 299:
+            if self._conn is None:
+                # 421: the server is closing the session (RFC 5321 section 3.8).
+                raise SMTPServerDisconnected(
+                    f"the server answered EHLO with {reply.code} {reply.text} "
+                    "and closed the connection"
+                )
             reply = await self._helo("")
             if not 200 <= reply.code <= 299:
                 raise SMTPHeloError(reply.code, reply.message)
@@ -1068,6 +1094,7 @@ class SMTP:
         tx = self._tx
         first, is_last = await anext(chunks)
         if pipelining:
+            await self._refuse_idle_input(mail.verb)
             envelope = self._encode([mail, *rcpts])
             async with self._io_guard():
                 self._trace_send([mail, *rcpts])

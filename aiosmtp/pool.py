@@ -146,10 +146,15 @@ class SMTPPool:
             )
         if rate_limit is not None and rate_limit <= 0:
             raise ValueError(f"rate_limit must be positive, not {rate_limit}")
-        if tls is None:
+        if tls is None and lmtp and host.startswith("/"):
+            tls = "none"  # a Unix socket: nothing leaves the machine
+        elif tls is None:
             tls = "implicit" if port == 465 else "starttls"
         if tls not in _TLS_MODES:
             raise ValueError(f"tls must be one of {', '.join(_TLS_MODES)}, not {tls!r}")
+        if lmtp and tls == "implicit":
+            # RFC 2033 defines no port with TLS from the first byte.
+            raise ValueError("LMTP has no implicit TLS: use tls='starttls' (or 'none')")
         if (username is None) != (password is None):
             raise ValueError("username and password go together")
         self.host = host
@@ -297,7 +302,7 @@ class SMTPPool:
             await smtp.close()
             raise SMTPConnectError(reply.code, reply.message)
         await smtp.ehlo_or_helo_if_needed()
-        if self.tls in ("starttls", "opportunistic") and not self.lmtp:
+        if self.tls in ("starttls", "opportunistic"):
             if smtp.has_extn("starttls"):
                 await smtp.starttls()
                 await smtp.ehlo_or_helo_if_needed()

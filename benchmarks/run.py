@@ -191,8 +191,8 @@ def format_notes(rows: Sequence[Row]) -> list[str]:
     for (note, label), columns in columns_by_row.items():
         grouped.setdefault((note, tuple(columns)), []).append(label)
     lines = []
-    for (note, columns), labels in grouped.items():
-        who = "every column" if set(columns) == set(COLUMNS) else ", ".join(columns)
+    for (note, cols), labels in grouped.items():
+        who = "every column" if set(cols) == set(COLUMNS) else ", ".join(cols)
         lines.append(f"- {who}: {note} ({'; '.join(labels)})")
     return lines
 

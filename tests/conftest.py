@@ -6,6 +6,7 @@ from collections.abc import Iterator
 import pytest
 import trustme
 
+from . import hypothesis_profiles  # noqa: F401  (every property test follows HYPOTHESIS_PROFILE)
 from .servers import RunningServer, aiosmtpd_server
 
 

@@ -606,3 +606,14 @@ async def test_send_bytes(server: BDATServer) -> None:
         assert server.connections[0].quit
         with pytest.raises(ValueError, match="from_addr and to_addrs"):
             await aiosmtp.send(BODY, server.host, server.port, tls="none")
+
+
+def test_an_lmtp_pool_defaults_to_no_tls_on_a_unix_socket_only() -> None:
+    assert aiosmtp.SMTPPool("/run/dovecot/lmtp", lmtp=True).tls == "none"
+    assert aiosmtp.SMTPPool("mail.example", 24, lmtp=True).tls == "starttls"
+    assert aiosmtp.SMTPPool("mail.example", 2003).tls == "starttls"
+
+
+def test_an_lmtp_pool_refuses_implicit_tls() -> None:
+    with pytest.raises(ValueError, match="LMTP has no implicit TLS"):
+        aiosmtp.SMTPPool("mail.example", 465, lmtp=True)

@@ -22,8 +22,8 @@ nor lets STARTTLS be stripped.
 4. Stripping. With tls="starttls" (the default), a server that does not offer
    STARTTLS, one whose STARTTLS line a middlebox mangled, and one that refuses
    the STARTTLS command all end the attempt before MAIL or AUTH; "opportunistic"
-   never falls back to plaintext after a failed certificate check. An LMTP pool
-   over TCP ignores its TLS policy today (xfail, strict).
+   never falls back to plaintext after a failed certificate check; an LMTP pool
+   over TCP keeps its TLS policy too (and refuses tls="implicit", which LMTP lacks).
 """
 
 from __future__ import annotations
@@ -694,14 +694,6 @@ def _tolerant(mini: MiniSMTP) -> Step:
     return call(run)
 
 
-LMTP_TLS_BUG = (
-    "client bug: SMTPPool(lmtp=True) ignores its tls policy over TCP: _connect() skips "
-    "STARTTLS for LMTP and _new_client() builds a plain LMTP client even for "
-    "tls='implicit', so the message goes in plaintext"
-)
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=LMTP_TLS_BUG)
 @pytest.mark.parametrize("tls", ["starttls", "implicit"])
 async def test_an_lmtp_pool_over_tcp_keeps_its_tls_policy(
     scripted: ScriptedServers, tls: aiosmtp.pool.TLSMode

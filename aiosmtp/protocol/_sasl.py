@@ -28,7 +28,15 @@ PASSWORD_MECHANISMS = ("CRAM-MD5", "PLAIN", "LOGIN")
 
 
 def plain_response(user: str, password: str, authzid: str = "") -> bytes:
-    """PLAIN (RFC 4616): authzid NUL authcid NUL passwd."""
+    """PLAIN (RFC 4616): authzid NUL authcid NUL passwd.
+
+    NUL separates the fields, so none may hold one (RFC 4616 section 2): such a
+    credential is refused before anything is sent rather than cut apart.
+    """
+    fields = (("authorization identity", authzid), ("user name", user), ("password", password))
+    for name, value in fields:
+        if "\0" in value:
+            raise ValueError(f"the {name} contains a NUL character, which AUTH PLAIN cannot carry")
     return f"{authzid}\0{user}\0{password}".encode()
 
 

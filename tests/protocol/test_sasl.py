@@ -263,7 +263,12 @@ def test_ascii_credentials_as_smtplib(
 @given(_unicode, _unicode, st.binary(max_size=64))
 @settings(max_examples=200, deadline=None)
 def test_any_credentials_are_utf8(user: str, password: str, challenge: bytes) -> None:
-    assert plain_response(user, password) == b"\0" + user.encode() + b"\0" + password.encode()
+    if "\0" in user + password:
+        with pytest.raises(ValueError, match="NUL"):
+            plain_response(user, password)
+    else:
+        plain = b"\0" + user.encode() + b"\0" + password.encode()
+        assert plain_response(user, password) == plain
     assert login_response(user, password, 1) == user.encode()
     assert login_response(user, password, 2) == password.encode()
     digest = hmac.new(password.encode(), challenge, hashlib.md5).hexdigest()

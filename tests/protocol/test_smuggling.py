@@ -383,13 +383,6 @@ async def test_line_breaks_in_auth_credentials_travel_only_in_base64(
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    raises=aiosmtp.SMTPAuthenticationError,
-    reason="client bug: a NUL in the user name or password is sent inside AUTH PLAIN, "
-    "where NUL separates authzid, authcid and passwd (RFC 4616 section 2 forbids it); "
-    "login() should raise ValueError before sending",
-)
 @pytest.mark.parametrize("field", ["user", "password"])
 async def test_a_nul_in_plain_credentials_is_refused(
     scripted: ScriptedServers, field: str
