@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -193,13 +194,13 @@ def test_runnable_block(block: Block, server_context: ssl.SSLContext, ca_file: s
             code = code.replace(_LMTP_SOCKET, repr(path))
         elif block.server != "none":
             handler = RecordingHandler(refuse_rcpt={"nobody@example.com"})
-            options = {
+            options: dict[str, Any] = {
                 "plain": {},
                 "tls": {"starttls_context": server_context, "auth": True},
                 "implicit-tls": {"implicit_tls_context": server_context, "auth": True},
             }[block.server]
             server: RunningServer = stack.enter_context(
-                aiosmtpd_server(handler=handler, **options)  # type: ignore[arg-type]
+                aiosmtpd_server(handler=handler, **options)
             )
             received = handler
             code, count = _HOST_PORT.subn(f'"localhost", {server.port}', code)
