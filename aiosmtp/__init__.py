@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         SMTPTimeoutError,
         SMTPTLSError,
     )
+    from .hooks import Hooks
     from .pool import SMTPPool, send
     from .protocol import Reply
 
@@ -38,6 +39,7 @@ _LAZY = {
     "LMTP": "client",
     "SendResult": "client",
     "SMTPPool": "pool",
+    "Hooks": "hooks",
     "send": "pool",
     "Reply": "protocol",
     "SMTPException": "errors",
@@ -58,6 +60,7 @@ _LAZY = {
 
 __all__ = [
     "LMTP",
+    "Hooks",
     "SMTP",
     "SMTP_SSL",
     "Reply",
