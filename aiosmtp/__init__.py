@@ -60,9 +60,9 @@ _LAZY = {
 
 __all__ = [
     "LMTP",
-    "Hooks",
     "SMTP",
     "SMTP_SSL",
+    "Hooks",
     "Reply",
     "SMTPAuthenticationError",
     "SMTPCertificateError",
