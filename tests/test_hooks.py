@@ -262,10 +262,10 @@ async def test_pool_reports_each_message_once(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="aiosmtp.pool")
     hooks = Recorder()
-    async with aiosmtp.SMTPPool(smtpd.host, smtpd.port, tls="none", hooks=hooks) as pool:
-        async with anyio.create_task_group() as tasks:
-            for number in range(5):
-                tasks.start_soon(pool.sendmail, "a@x.org", [f"r{number}@x.org"], MSG)
+    pool = aiosmtp.SMTPPool(smtpd.host, smtpd.port, tls="none", hooks=hooks)
+    async with pool, anyio.create_task_group() as tasks:
+        for number in range(5):
+            tasks.start_soon(pool.sendmail, "a@x.org", [f"r{number}@x.org"], MSG)
     messages = hooks.of("message")
     assert sorted(message[3][0] for message in messages) == [f"r{n}@x.org" for n in range(5)]
     assert {message[1] for message in messages} == {"accepted"}
@@ -278,11 +278,26 @@ async def test_pool_reports_each_message_once(
 class Broken(aiosmtp.Hooks):
     calls = 0
 
-    def fail(self, *args: object) -> None:
+    def fail(self) -> None:
         self.calls += 1
         raise RuntimeError("a broken hook")
 
-    on_connect = on_tls = on_command = on_reply = on_message = fail
+    def on_connect(self, host: str, port: int, tls: bool, elapsed: float) -> None:
+        self.fail()
+
+    def on_tls(self, host: str, elapsed: float) -> None:
+        self.fail()
+
+    def on_command(self, verb: str, line: str) -> None:
+        self.fail()
+
+    def on_reply(self, reply: aiosmtp.Reply, elapsed: float) -> None:
+        self.fail()
+
+    def on_message(
+        self, outcome: str, sender: str, recipients: Sequence[str], result: Any, elapsed: float
+    ) -> None:
+        self.fail()
 
 
 async def test_a_hook_that_raises_is_logged_and_ignored(
