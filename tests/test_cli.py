@@ -199,7 +199,7 @@ def test_send_over_starttls_with_auth_and_trace(
 def test_the_password_is_asked_on_the_terminal_and_not_echoed(
     smtpd_tls: RunningServer, cafile: str
 ) -> None:
-    master, slave = pty.openpty()
+    master, slave = open_pty()
     terminal = os.ttyname(slave)
     # A new session that takes the pty as its controlling terminal, so that getpass
     # talks to /dev/tty as it would for a user.
@@ -229,6 +229,13 @@ def test_the_password_is_asked_on_the_terminal_and_not_echoed(
     for secret in SECRETS:
         assert secret.encode() not in seen + out + err
     assert len(smtpd_tls.messages) == 1
+
+
+def open_pty() -> tuple[int, int]:
+    try:
+        return pty.openpty()
+    except OSError as exc:  # pragma: no cover - a machine without pseudo-terminals
+        pytest.skip(f"no pseudo-terminal: {exc}")
 
 
 def read_until(fd: int, wanted: bytes, timeout: float = 20) -> bytes:
@@ -407,7 +414,7 @@ def test_progress_bar(smtpd: RunningServer, tmp_path: Path) -> None:
 def test_progress_bar_on_a_terminal(smtpd: RunningServer, tmp_path: Path) -> None:
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(1 << 20))
-    master, slave = pty.openpty()
+    master, slave = open_pty()
     process = subprocess.Popen(
         [sys.executable, "-m", "aiosmtp", "send", *server_args(smtpd, "--tls", "none"),
          *MESSAGE_ARGS, "--attach", str(big)],
