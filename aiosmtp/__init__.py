@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         SMTPTimeoutError,
         SMTPTLSError,
     )
+    from .hooks import Hooks
     from .pool import SMTPPool, send
     from .protocol import Reply
 
@@ -39,6 +40,7 @@ _LAZY = {
     "LMTP": "client",
     "SendResult": "client",
     "SMTPPool": "pool",
+    "Hooks": "hooks",
     "send": "pool",
     "Reply": "protocol",
     "SMTPException": "errors",
@@ -62,6 +64,7 @@ __all__ = [
     "LMTP",
     "SMTP",
     "SMTP_SSL",
+    "Hooks",
     "Reply",
     "SMTPAuthenticationError",
     "SMTPCertificateError",

@@ -43,6 +43,7 @@ from .errors import (
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
+from .hooks import Hooks, call_hook, command_sent, message_envelope, observe_message
 from .message import address_only, flatten_message, quote_address
 from .protocol import (
     NEED_DATA,
@@ -223,6 +224,7 @@ class SMTP:
         *,
         context: ssl.SSLContext | None = None,
         chunking: bool = True,
+        hooks: Hooks | None = None,
     ) -> None:
         self._host = host
         self._port = port
@@ -232,6 +234,10 @@ class SMTP:
         self.context = context
         #: Send bodies with BDAT (RFC 3030) when the server offers CHUNKING.
         self.chunking = chunking
+        #: Told of connections, commands, replies and message outcomes (aiosmtp.hooks).
+        self.hooks = hooks
+        # When the last command (or the data) left, for Hooks.on_reply's timing.
+        self._hook_clock = 0.0
         #: The name to verify in the server's certificate (and send as SNI) when
         #: it is not the host connected to.
         self.server_hostname: str | None = None
@@ -333,14 +339,20 @@ class SMTP:
             print(*args, file=sys.stderr)
 
     def _trace_send(self, commands: Sequence[Command]) -> None:
-        if self.debuglevel > 0 or logger.isEnabledFor(logging.DEBUG):
+        hooks = self.hooks
+        if self.debuglevel > 0 or hooks is not None or logger.isEnabledFor(logging.DEBUG):
             for command in commands:
                 line = command.redacted()
                 if self.debuglevel > 0:
                     self._debug("send:", repr(line + "\r\n"))
                 logger.debug("%s >> %s", self._host, line)
+                if hooks is not None:
+                    command_sent(hooks, command, line)
+            self._hook_clock = time.perf_counter()
 
     def _trace_reply(self, reply: Reply) -> None:
+        if self.hooks is not None:
+            call_hook(self.hooks.on_reply, reply, time.perf_counter() - self._hook_clock)
         if self.debuglevel > 0:
             self._debug(f"reply: retcode ({reply.code}); Msg: {reply.message!r}")
         if logger.isEnabledFor(logging.DEBUG):
@@ -374,7 +386,11 @@ class SMTP:
             self._debug("connect:", (host, port))
         if self.local_hostname is None:
             self.local_hostname = await anyio.to_thread.run_sync(_local_hostname)
+        started = time.perf_counter()
         self._transport = await self._open_transport(host, port)
+        if self.hooks is not None:
+            self._hook_clock = now = time.perf_counter()
+            call_hook(self.hooks.on_connect, host, port, self.is_tls, now - started)
         self._host, self._port = host, port
         self._conn = SMTPConnection(lmtp=self._lmtp)
         # What a server said in another session says nothing about this one.
@@ -633,10 +649,13 @@ class SMTP:
             if reply.code != 220:
                 raise SMTPResponseException(reply.code, reply.message)
             transport, conn = self._connection()
+            started = time.perf_counter()
             async with self._io_guard():
                 conn.start_tls_done()
                 name = server_hostname or self.server_hostname or self._host
                 await transport.start_tls(context, name, self.timeout)
+            if self.hooks is not None:
+                call_hook(self.hooks.on_tls, self._host, time.perf_counter() - started)
             # RFC 3207 section 4.2: forget everything learnt before TLS.
             self._forget_ehlo()
             return reply
@@ -835,6 +854,9 @@ class SMTP:
         self._tx.end_of_data_sent = True
         if self.debuglevel > 0:
             self._debug("send:", f"<message data, {sent} bytes>")
+        if self.hooks is not None:
+            call_hook(self.hooks.on_command, ".", f"<message data, {sent} bytes>")
+            self._hook_clock = time.perf_counter()
         return await self._read_final_replies(may_hand_off=may_hand_off)
 
     async def _read_final_replies(self, *, may_hand_off: bool = False) -> list[Reply]:
@@ -895,9 +917,13 @@ class SMTP:
         ``msg`` may also be a binary file or an async iterable of bytes, streamed
         with bounded memory; ``progress(bytes_sent)`` is called as the body goes out.
         """
-        return await self._sendmail_with_lock(
+        sending = self._sendmail_with_lock(
             _Transaction(), from_addr, to_addrs, as_body(msg), mail_options, rcpt_options, progress
         )
+        if self.hooks is None:
+            return await sending
+        recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
+        return await observe_message(self.hooks, sending, from_addr, recipients)
 
     async def _sendmail_with_lock(
         self,
@@ -931,6 +957,23 @@ class SMTP:
         progress: ProgressCallback | None = None,
     ) -> SendResult:
         """Send an email.message.Message, taking the envelope from its headers."""
+        sending = self._send_message(
+            msg, from_addr, to_addrs, mail_options, rcpt_options, progress
+        )
+        if self.hooks is None:
+            return await sending
+        sender, recipients = message_envelope(msg, from_addr, to_addrs)
+        return await observe_message(self.hooks, sending, sender, recipients)
+
+    async def _send_message(
+        self,
+        msg: email.message.Message,
+        from_addr: str | None,
+        to_addrs: str | Sequence[str] | None,
+        mail_options: Sequence[str],
+        rcpt_options: Sequence[str],
+        progress: ProgressCallback | None,
+    ) -> SendResult:
         tx = _Transaction()
         await self._lock.acquire()
         try:
@@ -1282,8 +1325,11 @@ class LMTP(SMTP):
         timeout: float | None = 60.0,
         *,
         context: ssl.SSLContext | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
-        super().__init__(host, port, local_hostname, timeout, source_address, context=context)
+        super().__init__(
+            host, port, local_hostname, timeout, source_address, context=context, hooks=hooks
+        )
 
     async def _open_transport(self, host: str, port: int) -> Transport:
         if host.startswith("/"):

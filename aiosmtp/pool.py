@@ -27,6 +27,7 @@ import contextlib
 import email.message
 import functools
 import ipaddress
+import logging
 import math
 import ssl
 import time
@@ -50,6 +51,7 @@ from .errors import (
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
+from .hooks import Hooks, observe_message
 from .message import flatten_message
 
 __all__ = ["SMTPPool", "TLSMode", "send"]
@@ -61,6 +63,8 @@ _TLS_MODES = ("starttls", "implicit", "opportunistic", "none")
 DEFAULT_DATA_TIMEOUT = 600.0
 # QUIT on the way out must not hold a closing pool for long.
 _QUIT_TIMEOUT = 5.0
+
+logger = logging.getLogger("aiosmtp.pool")
 
 
 def _is_local(host: str) -> bool:
@@ -136,6 +140,7 @@ class SMTPPool:
         lmtp: bool = False,
         data_timeout: float | None = DEFAULT_DATA_TIMEOUT,
         allow_insecure_auth: bool = False,
+        hooks: Hooks | None = None,
     ) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, not {max_connections}")
@@ -173,6 +178,8 @@ class SMTPPool:
         self._username = username
         self._password = password
         self._allow_insecure_auth = allow_insecure_auth
+        #: Given to every connection; on_message once per message (aiosmtp.hooks).
+        self.hooks = hooks
 
         self._slots = anyio.Semaphore(max_connections)
         self._connections: list[_PooledConnection] = []
@@ -242,6 +249,7 @@ class SMTPPool:
 
     def _retire(self, connection: _PooledConnection) -> None:
         """Take a connection out of the pool now; QUIT it in the background."""
+        logger.debug("%s: retiring %r", self.host, connection)
         if connection in self._connections:
             self._connections.remove(connection)
         connection.closed = True
@@ -293,6 +301,7 @@ class SMTPPool:
             )
         smtp.data_timeout = self.data_timeout
         smtp.server_hostname = self.server_hostname
+        smtp.hooks = self.hooks
         return smtp
 
     async def _connect(self, connection: _PooledConnection) -> None:
@@ -332,6 +341,7 @@ class SMTPPool:
             try:
                 self._slots.acquire_nowait()
             except anyio.WouldBlock:
+                logger.debug("%s: waiting for a free connection", self.host)
                 with anyio.fail_after(self.timeout):
                     await self._slots.acquire()
         except TimeoutError:
@@ -351,6 +361,7 @@ class SMTPPool:
                 except BaseException:
                     self._drop(connection)
                     raise
+                logger.debug("%s: opened %r (tls=%s)", self.host, connection, self.tls)
             return connection
         except BaseException:
             self._slots.release()
@@ -381,6 +392,7 @@ class SMTPPool:
 
     def _drop(self, connection: _PooledConnection) -> None:
         """Forget a connection that failed; it is closed without QUIT."""
+        logger.debug("%s: dropping %r", self.host, connection)
         if connection in self._connections:
             self._connections.remove(connection)
         connection.closed = True
@@ -394,6 +406,7 @@ class SMTPPool:
         start = max(now, self._next_send_at)
         self._next_send_at = start + 1 / self.rate_limit
         if start > now:
+            logger.debug("%s: rate limit, waiting %.3f s", self.host, start - now)
             await anyio.sleep(start - now)
 
     # -- sending -------------------------------------------------------------------
@@ -411,9 +424,12 @@ class SMTPPool:
         """Send one message through a pooled connection: SMTP.sendmail's results and
         exceptions, plus one automatic retry where the server cannot have the message."""
         recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
-        return await self._deliver(
+        delivery = self._deliver(
             from_addr, recipients, as_body(msg), mail_options, rcpt_options, progress=progress
         )
+        if self.hooks is None:
+            return await delivery
+        return await observe_message(self.hooks, delivery, from_addr, recipients)
 
     async def send_message(
         self,
@@ -431,7 +447,7 @@ class SMTPPool:
         envelope = flatten_message(
             msg, from_addr, to_addrs, mail_options, server_has_smtputf8=True
         )
-        return await self._deliver(
+        delivery = self._deliver(
             envelope.sender,
             envelope.recipients,
             as_body(envelope.data),
@@ -440,6 +456,9 @@ class SMTPPool:
             progress=progress,
             needs_smtputf8="SMTPUTF8" in envelope.mail_options,
         )
+        if self.hooks is None:
+            return await delivery
+        return await observe_message(self.hooks, delivery, envelope.sender, envelope.recipients)
 
     async def _deliver(
         self,
