@@ -421,6 +421,7 @@ class RecordingServer:
     async def _serve(self, stream: anyio.abc.ByteStream) -> None:
         address = stream.extra(anyio.abc.SocketAttribute.remote_address, "unknown")
         peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+        peer = peer or self.unix_path or "unknown"
         with self._lock:
             record = SessionRecord(next(self._numbers), peer)
             self._sessions.append(record)
