@@ -75,9 +75,11 @@ class RecordedMessage:
 
     @cached_property
     def message(self) -> EmailMessage:
-        """``data`` parsed with the modern email policy."""
+        """``data`` parsed with the modern email policy, its CRLF line endings made
+        the email package's own ``\\n`` first, so that ``get_content()`` gives back
+        the text the sender set."""
         parser = email.parser.BytesParser(policy=email.policy.default)
-        return parser.parsebytes(self.data)
+        return parser.parsebytes(self.data.replace(b"\r\n", b"\n"))
 
 
 class _Rule:
