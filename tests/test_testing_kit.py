@@ -21,6 +21,7 @@ from pathlib import Path
 import anyio
 import anyio.abc
 import pytest
+from anyio.streams.tls import TLSStream
 
 import aiosmtp
 from aiosmtp.testing import (
@@ -66,6 +67,10 @@ class Raw:
     async def command(self, line: str | bytes) -> int:
         await self.send((line.encode() if isinstance(line, str) else line) + b"\r\n")
         return (await self.reply())[0]
+
+    async def reply_to(self, line: str) -> tuple[int, str]:
+        await self.send(line.encode() + b"\r\n")
+        return await self.reply()
 
     async def bdat(self, chunk: bytes, *, last: bool = False) -> int:
         await self.send(f"BDAT {len(chunk)}{' LAST' if last else ''}\r\n".encode() + chunk)
@@ -217,6 +222,30 @@ async def test_starttls_and_auth_are_recorded(
         # Credentials never reach the command log.
         assert "AUTH PLAIN" in server.sessions[0].commands
         assert not any("cGFzc" in c or "correct" in c for c in server.sessions[0].commands)
+
+
+@pytest.mark.anyio
+async def test_plaintext_after_starttls_is_thrown_away(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    async with RecordingServer(tls_context=server_context) as server:
+        async with raw(server) as client:
+            # RFC 3207 4.2: bytes sent before the handshake may be an injection.
+            await client.send(b"STARTTLS\r\nRSET\r\n")
+            assert (await client.reply())[0] == 220
+            client.stream = await TLSStream.wrap(
+                client.stream,
+                hostname="localhost",
+                ssl_context=client_context,
+                standard_compatible=False,
+            )
+            assert await client.command("MAIL FROM:<a@example.com>") == 503  # no EHLO yet
+            code, text = await client.reply_to("EHLO raw.example")
+            assert code == 250
+            assert "STARTTLS" not in text
+        [session] = server.sessions
+        assert session.tls
+        assert "RSET" not in session.commands
 
 
 @pytest.mark.anyio
