@@ -20,6 +20,7 @@ import math
 import select
 import socket
 import ssl
+from typing import cast
 
 import anyio
 
@@ -63,8 +64,8 @@ class _StreamProtocol(asyncio.Protocol):
         self.closed: asyncio.Future[None] = loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # Not an isinstance check: uvloop's transports are no asyncio.Transport subclasses.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.received.append(data)
@@ -197,20 +198,25 @@ class AsyncioTransport(Transport):
         doing = f"connecting to {host}:{port}"
         with _translate_errors(doing, timeout, connecting=True):
             try:
-                transport, _ = await loop.create_connection(
-                    lambda: protocol,
-                    host,
-                    port,
-                    local_addr=local_addr,
-                    happy_eyeballs_delay=_HAPPY_EYEBALLS_DELAY,
-                )
+                if isinstance(loop, asyncio.BaseEventLoop):
+                    transport, _ = await loop.create_connection(
+                        lambda: protocol,
+                        host,
+                        port,
+                        local_addr=local_addr,
+                        happy_eyeballs_delay=_HAPPY_EYEBALLS_DELAY,
+                    )
+                else:
+                    # Other loops (uvloop) have no Happy Eyeballs option (RFC 8305).
+                    transport, _ = await loop.create_connection(
+                        lambda: protocol, host, port, local_addr=local_addr
+                    )
             except OSError as exc:
                 if local_addr and local_addr[1] and exc.errno in _BIND_ERRORS:
                     raise ValueError(
                         f"cannot bind the source address {source_address}: {exc}"
                     ) from exc
                 raise
-        assert isinstance(transport, asyncio.Transport)
         connected = cls(transport, protocol, f"{host}:{port}")
         if tls_context is not None:
             await connected.start_tls(tls_context, server_hostname or host, timeout)
@@ -222,7 +228,6 @@ class AsyncioTransport(Transport):
         protocol = _StreamProtocol(loop)
         with _translate_errors(f"connecting to {path}", timeout, connecting=True):
             transport, _ = await loop.create_unix_connection(lambda: protocol, path)
-        assert isinstance(transport, asyncio.Transport)
         return cls(transport, protocol, path)
 
     @property
@@ -333,7 +338,6 @@ class AsyncioTransport(Transport):
         except BaseException:
             await self.abort()
             raise
-        assert isinstance(upgraded, asyncio.Transport)
         self._transport = upgraded
         protocol.transport = upgraded
         protocol.tls = self._tls = True

@@ -321,3 +321,18 @@ async def test_452_recipients_are_delivered_one_transaction_at_a_time() -> None:
         assert len(server.messages) == 3
     finally:
         server.close()
+
+
+async def test_a_message_kept_by_a_server_that_died_is_reported_unknown_and_not_resent() -> None:
+    """With aiosmtp.testing: the server stores the message, then drops the connection
+    before replying to the end of the data."""
+    from aiosmtp.testing import RecordingServer
+
+    async with RecordingServer() as server:
+        server.drop("DOT", record=True, times=1)
+        async with aiosmtp.SMTPPool(server.host, server.port, tls="none", timeout=2) as pool:
+            with pytest.raises(aiosmtp.SMTPDeliveryUnknownError):
+                await pool.sendmail("a@example.com", ["b@example.com"], BODY)
+            await pool.sendmail("a@example.com", ["c@example.com"], BODY)
+        assert [m.rcpt_tos for m in server.messages] == [["b@example.com"], ["c@example.com"]]
+        assert len(server.sessions) == 2
