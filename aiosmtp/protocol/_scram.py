@@ -248,7 +248,9 @@ class ScramClient:
             raise self._fail(ScramServerError(attribute[2:].decode("ascii", "replace")))
         if not attribute.startswith(b"v="):
             raise self._fail(
-                ScramVerificationError(f"malformed server-final-message: {server_final[:80]!r}")
+                ScramVerificationError(
+                    f"no server signature in the server-final-message: {server_final[:80]!r}"
+                )
             )
         try:
             signature = base64.b64decode(attribute[2:], validate=True)
