@@ -269,7 +269,9 @@ async def test_a_server_error_is_raised_with_its_text(scripted: ScriptedServers)
             with pytest.raises(aiosmtp.SMTPAuthenticationError) as caught:
                 await smtp.login(USER, PASSWORD)
             assert caught.value.smtp_code == 535
-            assert caught.value.smtp_error.startswith(b"5.7.8 Authentication credentials")
+            error = caught.value.smtp_error
+            assert isinstance(error, bytes)
+            assert error.startswith(b"5.7.8 Authentication credentials")
             assert b"invalid-proof" in caught.value.smtp_error
             assert caught.value.enhanced_status == "5.7.8"
             # The server ended the exchange: the session is in step and usable.
@@ -339,7 +341,9 @@ async def test_a_bad_server_first_message_cancels_the_exchange(
             with pytest.raises(aiosmtp.SMTPAuthenticationError) as caught:
                 await smtp.login(USER, PASSWORD)
             assert caught.value.smtp_code == 501
-            assert caught.value.smtp_error.startswith(b"SCRAM-SHA-256: ")
+            error = caught.value.smtp_error
+            assert isinstance(error, bytes)
+            assert error.startswith(b"SCRAM-SHA-256: ")
             assert (await smtp.noop()).code == 250
 
 
