@@ -26,6 +26,7 @@ from typing import ClassVar
 
 import anyio
 
+from ._auth import TokenSource, choose_oauth_mechanism, oauth_login, scram_login
 from ._body import CHUNK_SIZE, READ_SIZE, BytesBody, MessageBody, MessageSource, as_body
 from ._transport import Transport
 from .errors import (
@@ -48,19 +49,23 @@ from .message import address_only, flatten_message, quote_address
 from .protocol import (
     NEED_DATA,
     PASSWORD_MECHANISMS,
+    SCRAM_MECHANISMS,
     Command,
     LineEndingNormalizer,
     LocalProtocolError,
     RemoteProtocolError,
     Reply,
+    SASLprepError,
     SMTPConnection,
     State,
+    choose_password_mechanisms,
     cram_md5_response,
     decode_challenge,
     encode_response,
     login_response,
     parse_ehlo_features,
     plain_response,
+    tls_server_end_point,
 )
 
 __all__ = ["LMTP", "LMTP_PORT", "SMTP", "SMTP_PORT", "SMTP_SSL", "SMTP_SSL_PORT", "SendResult"]
@@ -684,7 +689,9 @@ class SMTP:
             if not self.has_extn("auth"):
                 raise SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
             advertised = self.esmtp_features["auth"].upper().split()
-            mechanisms = [name for name in PASSWORD_MECHANISMS if name in advertised]
+            binding = self._channel_binding()
+            can_bind = binding is not None
+            mechanisms = choose_password_mechanisms(advertised, channel_binding=can_bind)
             if not mechanisms:
                 raise SMTPException(
                     "No suitable authentication method found: the server offers "
@@ -698,18 +705,59 @@ class SMTP:
                 "LOGIN": self.auth_login,
             }
             last_error: SMTPAuthenticationError | None = None
+            unprepared: SASLprepError | None = None
             for mechanism in mechanisms:
                 try:
-                    reply = await self._auth(
-                        mechanism, authobjects[mechanism], initial_response_ok
-                    )
+                    if mechanism in SCRAM_MECHANISMS:
+                        reply = await scram_login(
+                            self, mechanism, user, password, binding, initial_response_ok
+                        )
+                    else:
+                        reply = await self._auth(
+                            mechanism, authobjects[mechanism], initial_response_ok
+                        )
+                except SASLprepError as exc:
+                    unprepared = exc  # SCRAM cannot carry these credentials; nothing sent
                 except SMTPAuthenticationError as exc:
                     last_error = exc
+                    if self._conn is None:
+                        raise  # closed (untrusted, or 421): no next mechanism
                 else:
                     if reply.code in (235, 503):
                         return reply
+            if last_error is None and unprepared is not None:
+                raise unprepared
             assert last_error is not None
             raise last_error
+
+    def _channel_binding(self) -> bytes | None:
+        """The tls-server-end-point data of this TLS session (RFC 5929), or None
+        (no TLS, or a certificate for which RFC 5929 defines none)."""
+        transport = self._transport
+        if transport is None or not transport.is_tls:
+            return None
+        # Transport.peer_certificate() (DER) may be absent in an older transport.
+        peer_certificate = getattr(transport, "peer_certificate", None)
+        der: bytes | None = None if peer_certificate is None else peer_certificate()
+        return None if der is None else tls_server_end_point(der)
+
+    async def login_oauth(
+        self, user: str, token: TokenSource, *, mechanism: str | None = None
+    ) -> Reply:
+        """Authenticate with an OAuth 2 bearer token: OAUTHBEARER (RFC 7628) when
+        offered, else XOAUTH2, unless ``mechanism`` names one.
+
+        ``token`` is the token, or an async callable returning a fresh one; then a
+        refused token is followed by one retry with the callable's next token.
+        """
+        async with self._lock:
+            await self._ehlo_or_helo_if_needed()
+            if not self.has_extn("auth"):
+                raise SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
+            advertised = self.esmtp_features["auth"].upper().split()
+            chosen = choose_oauth_mechanism(advertised, mechanism)
+            self.user = user
+            return await oauth_login(self, user, token, chosen)
 
     async def auth(
         self, mechanism: str, authobject: AuthObject, *, initial_response_ok: bool = True

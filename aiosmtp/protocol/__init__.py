@@ -19,23 +19,43 @@ from ._errors import (
 from ._receivebuffer import MAX_LINE_LENGTH, MAX_REPLY_LINES, ReplyParser
 from ._reply import Reply
 from ._sasl import (
+    OAUTH_MECHANISMS,
+    OAUTHBEARER_ERROR_ACK,
     PASSWORD_MECHANISMS,
+    CredentialError,
+    choose_password_mechanisms,
     cram_md5_response,
     decode_challenge,
     encode_response,
     login_response,
+    oauthbearer_response,
     plain_response,
     xoauth2_response,
+)
+from ._saslprep import SASLprepError, saslprep
+from ._scram import (
+    CHANNEL_BINDING_TYPE,
+    SCRAM_MECHANISMS,
+    ScramClient,
+    ScramError,
+    ScramServerError,
+    ScramVerificationError,
+    tls_server_end_point,
 )
 from ._state import State
 
 __all__ = [
+    "CHANNEL_BINDING_TYPE",
     "MAX_LINE_LENGTH",
     "MAX_REPLY_LINES",
     "NEED_DATA",
+    "OAUTHBEARER_ERROR_ACK",
+    "OAUTH_MECHANISMS",
     "PASSWORD_MECHANISMS",
+    "SCRAM_MECHANISMS",
     "Command",
     "CommandKind",
+    "CredentialError",
     "DataEncoder",
     "ForbiddenCharacterError",
     "LineEndingNormalizer",
@@ -45,15 +65,24 @@ __all__ = [
     "RemoteProtocolError",
     "Reply",
     "ReplyParser",
+    "SASLprepError",
     "SMTPConnection",
+    "ScramClient",
+    "ScramError",
+    "ScramServerError",
+    "ScramVerificationError",
     "State",
     "check_argument",
+    "choose_password_mechanisms",
     "cram_md5_response",
     "decode_challenge",
     "encode_response",
     "login_response",
     "normalize_line_endings",
+    "oauthbearer_response",
     "parse_ehlo_features",
     "plain_response",
+    "saslprep",
+    "tls_server_end_point",
     "xoauth2_response",
 ]

@@ -56,6 +56,12 @@ FULL_USER = "full"
 #: The smallest message the quota refuses.
 FULL_QUOTA_BYTES = 1024
 
+#: The SASL mechanisms offered unless run_dovecot() is told otherwise.
+AUTH_MECHANISMS = "plain login cram-md5"
+#: With SCRAM too (Dovecot 2.3 computes its keys from the {PLAIN} passwords; it
+#: has no -PLUS variants).
+SCRAM_AUTH_MECHANISMS = AUTH_MECHANISMS + " scram-sha-1 scram-sha-256"
+
 #: What Dovecot's LMTP prepends to a delivered message.
 TRACE_HEADERS = (b"Return-Path", b"Received", b"Delivered-To", b"X-Original-To")
 
@@ -91,7 +97,14 @@ class Dovecot:
         return poll_store(read, count, timeout)
 
 
-def _config(base: Path, lmtp_port: int, tls_cert: Path, tls_key: Path, users: Path) -> str:
+def _config(
+    base: Path,
+    lmtp_port: int,
+    tls_cert: Path,
+    tls_key: Path,
+    users: Path,
+    auth_mechanisms: str = AUTH_MECHANISMS,
+) -> str:
     return f"""\
 # A private Dovecot for aiosmtp's interop tests.
 base_dir = {base}/run
@@ -105,7 +118,7 @@ ssl_cert = <{tls_cert}
 ssl_key = <{tls_key}
 # Test users, loopback only: plaintext mechanisms everywhere, no failure delay.
 disable_plaintext_auth = no
-auth_mechanisms = plain login cram-md5
+auth_mechanisms = {auth_mechanisms}
 auth_failure_delay = 0
 # Any character in a user name (the tests have a non-ASCII one, sent as UTF-8).
 auth_username_chars =
@@ -149,7 +162,9 @@ service auth {{
 
 
 @contextlib.contextmanager
-def run_dovecot(workdir: Path, ca: trustme.CA) -> Iterator[Dovecot]:
+def run_dovecot(
+    workdir: Path, ca: trustme.CA, *, auth_mechanisms: str = AUTH_MECHANISMS
+) -> Iterator[Dovecot]:
     """Start a private Dovecot under ``workdir``; stop it at the end."""
     reason = dovecot_unavailable()
     if reason is not None:
@@ -175,7 +190,7 @@ def run_dovecot(workdir: Path, ca: trustme.CA) -> Iterator[Dovecot]:
         chown_mail_user(home)
     lmtp_port = free_port()
     config = base / "dovecot.conf"
-    config.write_text(_config(base, lmtp_port, tls.cert_chain, tls.key, users))
+    config.write_text(_config(base, lmtp_port, tls.cert_chain, tls.key, users, auth_mechanisms))
     log = base / "dovecot.log"
     instance = Dovecot(
         lmtp_port, str(base / "run" / "lmtp"), str(base / "run" / "auth-client"), mail_root

@@ -50,7 +50,7 @@ from ._common import (
     wait_until,
     write_tls_files,
 )
-from ._dovecot import DOMAIN, USERS, dovecot_unavailable, run_dovecot
+from ._dovecot import AUTH_MECHANISMS, DOMAIN, USERS, dovecot_unavailable, run_dovecot
 
 #: Postfix's SIZE limit here (message_size_limit).
 SIZE_LIMIT = 200_000
@@ -230,11 +230,14 @@ def _postfix(base: Path, conf: Path, port: int, implicit_port: int) -> Iterator[
 
 
 @contextlib.contextmanager
-def run_postfix(workdir: Path, ca: trustme.CA) -> Iterator[MailServer]:
+def run_postfix(
+    workdir: Path, ca: trustme.CA, *, auth_mechanisms: str = AUTH_MECHANISMS
+) -> Iterator[MailServer]:
+    """``auth_mechanisms``: Dovecot's SASL mechanisms, which Postfix offers."""
     reason = postfix_unavailable()
     if reason is not None:
         raise Unavailable(reason)
-    with run_dovecot(workdir, ca) as dovecot:
+    with run_dovecot(workdir, ca, auth_mechanisms=auth_mechanisms) as dovecot:
         base = new_workdir(workdir, "postfix")
         defaults = _postconf_defaults()
         for name in ("conf", "queue", "data"):
