@@ -234,6 +234,10 @@ class AsyncioTransport(Transport):
     def is_tls(self) -> bool:
         return self._tls
 
+    def peer_certificate(self) -> bytes | None:
+        ssl_object = self._transport.get_extra_info("ssl_object") if self._tls else None
+        return None if ssl_object is None else ssl_object.getpeercert(binary_form=True)
+
     def deadlines(self) -> _NoDeadlines:
         return _NO_DEADLINES
 

@@ -30,7 +30,7 @@ from typing import Any, NoReturn, cast
 import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute
-from anyio.streams.tls import TLSStream
+from anyio.streams.tls import TLSAttribute, TLSStream
 
 from .errors import (
     SMTPCertificateError,
@@ -165,6 +165,11 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def is_tls(self) -> bool:
         raise NotImplementedError
+
+    def peer_certificate(self) -> bytes | None:
+        """The server's certificate (DER) on a TLS connection, else None: for
+        SCRAM's tls-server-end-point channel binding (RFC 5929 section 4)."""
+        return None
 
     @abc.abstractmethod
     def deadlines(self) -> contextlib.AbstractContextManager[None]:
@@ -326,6 +331,10 @@ class AnyioTransport(Transport):
     @property
     def is_tls(self) -> bool:
         return isinstance(self._stream, TLSStream)
+
+    def peer_certificate(self) -> bytes | None:
+        ssl_object = self._stream.extra(TLSAttribute.ssl_object, None)
+        return None if ssl_object is None else ssl_object.getpeercert(binary_form=True)
 
     def is_readable(self) -> bool:
         if self.is_tls:

@@ -736,9 +736,7 @@ class SMTP:
         transport = self._transport
         if transport is None or not transport.is_tls:
             return None
-        # Transport.peer_certificate() (DER) may be absent in an older transport.
-        peer_certificate = getattr(transport, "peer_certificate", None)
-        der: bytes | None = None if peer_certificate is None else peer_certificate()
+        der = transport.peer_certificate()
         return None if der is None else tls_server_end_point(der)
 
     async def login_oauth(

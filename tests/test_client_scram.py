@@ -19,7 +19,6 @@ import pytest
 import trustme
 
 import aiosmtp
-from aiosmtp._transport import Transport
 
 from .protocol.test_scram import ReferenceServer, expected_binding
 from .scripted import (
@@ -42,14 +41,6 @@ pytestmark = pytest.mark.anyio
 USER = "jörg"
 PASSWORD = "pässwörd"
 ALL = "AUTH LOGIN PLAIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256"
-
-# Channel binding needs the server's certificate from the transport
-# (Transport.peer_certificate(); see the h-auth report for the patch).
-needs_peer_certificate = pytest.mark.xfail(
-    not hasattr(Transport, "peer_certificate"),
-    strict=True,
-    reason="Transport.peer_certificate() is missing, so the client cannot bind to TLS",
-)
 
 
 def b64(data: bytes) -> bytes:
@@ -424,7 +415,6 @@ def starttls_steps(context: ssl.SSLContext, offered: str) -> list[Step]:
     ]
 
 
-@needs_peer_certificate
 @pytest.mark.parametrize(
     ("offered", "mechanism"),
     [
@@ -451,7 +441,6 @@ async def test_plus_over_starttls_binds_to_the_certificate(
     assert len(peer.proofs_checked) == 1
 
 
-@needs_peer_certificate
 async def test_plus_over_implicit_tls(
     scripted: ScriptedServers,
     tls_leaf: tuple[ssl.SSLContext, bytes],
@@ -474,7 +463,6 @@ async def test_plus_over_implicit_tls(
             assert (await smtp.login(USER, PASSWORD)).code == 235
 
 
-@needs_peer_certificate
 async def test_tls_without_plus_says_the_client_could_bind(
     scripted: ScriptedServers,
     tls_leaf: tuple[ssl.SSLContext, bytes],
@@ -491,7 +479,6 @@ async def test_tls_without_plus_says_the_client_could_bind(
             assert (await smtp.login(USER, PASSWORD)).code == 235
 
 
-@needs_peer_certificate
 async def test_a_plus_exchange_bound_to_another_certificate_fails(
     scripted: ScriptedServers,
     tls_leaf: tuple[ssl.SSLContext, bytes],
