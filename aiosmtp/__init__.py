@@ -30,7 +30,7 @@ if TYPE_CHECKING:
         SMTPTLSError,
     )
     from .pool import SMTPPool, send
-    from .protocol import Reply
+    from .protocol import DSN, Reply
 
 _LAZY = {
     "SMTP": "client",
@@ -40,6 +40,7 @@ _LAZY = {
     "SMTPPool": "pool",
     "send": "pool",
     "Reply": "protocol",
+    "DSN": "protocol",
     "SMTPException": "errors",
     "SMTPNotSupportedError": "errors",
     "SMTPServerDisconnected": "errors",
@@ -57,6 +58,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "DSN",
     "LMTP",
     "SMTP",
     "SMTP_SSL",

@@ -38,6 +38,7 @@ import anyio
 import anyio.abc
 
 from ._body import MessageBody, MessageSource, as_body
+from ._mailopts import NO_EXTRAS, MailExtras
 from .client import LMTP, SMTP, SMTP_SSL, ProgressCallback, SendResult, _Transaction
 from .errors import (
     SMTPConnectError,
@@ -51,6 +52,7 @@ from .errors import (
     SMTPTimeoutError,
 )
 from .message import flatten_message
+from .protocol import DSN
 
 __all__ = ["SMTPPool", "TLSMode", "send"]
 
@@ -402,12 +404,22 @@ class SMTPPool:
         rcpt_options: Sequence[str] = (),
         *,
         progress: ProgressCallback | None = None,
+        dsn: DSN | None = None,
+        require_tls: bool = False,
+        strict_8bit: bool = False,
     ) -> SendResult:
         """Send one message through a pooled connection: SMTP.sendmail's results and
         exceptions, plus one automatic retry where the server cannot have the message."""
+        extras = MailExtras(dsn, require_tls, strict_8bit)
         recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
         return await self._deliver(
-            from_addr, recipients, as_body(msg), mail_options, rcpt_options, progress=progress
+            from_addr,
+            recipients,
+            as_body(msg),
+            mail_options,
+            rcpt_options,
+            progress=progress,
+            extras=extras,
         )
 
     async def send_message(
@@ -419,8 +431,12 @@ class SMTPPool:
         rcpt_options: Sequence[str] = (),
         *,
         progress: ProgressCallback | None = None,
+        dsn: DSN | None = None,
+        require_tls: bool = False,
+        strict_8bit: bool = False,
     ) -> SendResult:
         """Send an email.message.Message, taking the envelope from its headers."""
+        extras = MailExtras(dsn, require_tls, strict_8bit)
         # Whether the server has SMTPUTF8 is known only on a connection; flatten for
         # it, and let the server refuse if it cannot take it.
         envelope = flatten_message(
@@ -434,6 +450,7 @@ class SMTPPool:
             rcpt_options,
             progress=progress,
             needs_smtputf8="SMTPUTF8" in envelope.mail_options,
+            extras=extras,
         )
 
     async def _deliver(
@@ -446,6 +463,7 @@ class SMTPPool:
         *,
         progress: ProgressCallback | None = None,
         needs_smtputf8: bool = False,
+        extras: MailExtras = NO_EXTRAS,
     ) -> SendResult:
         refused: dict[str, tuple[int, bytes]] = {}
         pending = recipients
@@ -455,7 +473,14 @@ class SMTPPool:
                 if result is not None:
                     body.rewind()  # a follow-up transaction sends the body again
                 result = await self._transaction_with_retry(
-                    from_addr, pending, body, mail_options, rcpt_options, progress, needs_smtputf8
+                    from_addr,
+                    pending,
+                    body,
+                    mail_options,
+                    rcpt_options,
+                    progress,
+                    needs_smtputf8,
+                    extras,
                 )
             except SMTPRecipientsRefused as exc:
                 if result is None:
@@ -496,6 +521,7 @@ class SMTPPool:
         rcpt_options: Sequence[str],
         progress: ProgressCallback | None,
         needs_smtputf8: bool,
+        extras: MailExtras = NO_EXTRAS,
     ) -> SendResult:
         for attempt in (1, 2):
             await self._wait_for_rate()
@@ -513,7 +539,7 @@ class SMTPPool:
                 tx = _Transaction()
                 tx.on_handoff = functools.partial(self._hand_off, connection, tx)
                 result = await smtp._sendmail_with_lock(
-                    tx, from_addr, recipients, body, mail_options, rcpt_options, progress
+                    tx, from_addr, recipients, body, mail_options, rcpt_options, progress, extras
                 )
                 connection.messages_sent += 1
                 healthy = True
@@ -563,6 +589,10 @@ def _server_cannot_have_it(tx: _Transaction | None, exc: BaseException) -> bool:
     return isinstance(exc, SMTPServerDisconnected)
 
 
+#: The keywords of ``send`` that are the message's, not the pool's.
+_MESSAGE_KEYWORDS = ("dsn", "require_tls", "strict_8bit")
+
+
 async def send(
     msg: email.message.Message | bytes | str,
     host: str,
@@ -575,10 +605,14 @@ async def send(
     **pool_options: Any,
 ) -> SendResult:
     """Send one message over one fresh connection, with the pool's TLS policy,
-    retry and 452 rules: the one-call way for a web handler."""
+    retry and 452 rules: the one-call way for a web handler. ``dsn``,
+    ``require_tls`` and ``strict_8bit`` go to the message, the rest to the pool."""
+    extras = {name: pool_options.pop(name) for name in _MESSAGE_KEYWORDS if name in pool_options}
     async with SMTPPool(host, port, max_connections=1, **pool_options) as pool:
         if isinstance(msg, email.message.Message):
-            return await pool.send_message(msg, from_addr, to_addrs, mail_options, rcpt_options)
+            return await pool.send_message(
+                msg, from_addr, to_addrs, mail_options, rcpt_options, **extras
+            )
         if from_addr is None or to_addrs is None:
             raise ValueError("from_addr and to_addrs are required for a bytes or str message")
-        return await pool.sendmail(from_addr, to_addrs, msg, mail_options, rcpt_options)
+        return await pool.sendmail(from_addr, to_addrs, msg, mail_options, rcpt_options, **extras)

@@ -9,12 +9,21 @@ from __future__ import annotations
 from ._commands import Command, CommandKind, check_argument
 from ._connection import NEED_DATA, NeedData, SMTPConnection
 from ._data import DataEncoder, LineEndingNormalizer, normalize_line_endings
+from ._dsn import DSN, utf8_addr_xtext, xtext_decode, xtext_encode
 from ._ehlo import parse_ehlo_features
 from ._errors import (
     ForbiddenCharacterError,
     LocalProtocolError,
     ProtocolError,
     RemoteProtocolError,
+)
+from ._mailparams import (
+    EightBitUnknown,
+    EnvelopePlan,
+    ExtensionNotOffered,
+    MessageTooLarge,
+    plan_envelope,
+    size_limit,
 )
 from ._receivebuffer import MAX_LINE_LENGTH, MAX_REPLY_LINES, ReplyParser
 from ._reply import Reply
@@ -30,6 +39,7 @@ from ._sasl import (
 from ._state import State
 
 __all__ = [
+    "DSN",
     "MAX_LINE_LENGTH",
     "MAX_REPLY_LINES",
     "NEED_DATA",
@@ -37,9 +47,13 @@ __all__ = [
     "Command",
     "CommandKind",
     "DataEncoder",
+    "EightBitUnknown",
+    "EnvelopePlan",
+    "ExtensionNotOffered",
     "ForbiddenCharacterError",
     "LineEndingNormalizer",
     "LocalProtocolError",
+    "MessageTooLarge",
     "NeedData",
     "ProtocolError",
     "RemoteProtocolError",
@@ -55,5 +69,10 @@ __all__ = [
     "normalize_line_endings",
     "parse_ehlo_features",
     "plain_response",
+    "plan_envelope",
+    "size_limit",
+    "utf8_addr_xtext",
     "xoauth2_response",
+    "xtext_decode",
+    "xtext_encode",
 ]
