@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     )
     from .hooks import Hooks
     from .pool import SMTPPool, send
-    from .protocol import Reply
+    from .protocol import DSN, Reply
 
 _LAZY = {
     "SMTP": "client",
@@ -43,6 +43,7 @@ _LAZY = {
     "Hooks": "hooks",
     "send": "pool",
     "Reply": "protocol",
+    "DSN": "protocol",
     "SMTPException": "errors",
     "SMTPNotSupportedError": "errors",
     "SMTPServerDisconnected": "errors",
@@ -61,6 +62,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "DSN",
     "LMTP",
     "SMTP",
     "SMTP_SSL",

@@ -28,6 +28,7 @@ import anyio
 
 from ._auth import TokenSource, choose_oauth_mechanism, oauth_login, scram_login
 from ._body import CHUNK_SIZE, READ_SIZE, BytesBody, MessageBody, MessageSource, as_body
+from ._mailopts import NO_EXTRAS, MailExtras, plan_parameters
 from ._transport import Transport
 from .errors import (
     SMTPAuthenticationError,
@@ -47,6 +48,7 @@ from .errors import (
 from .hooks import Hooks, call_hook, command_sent, message_envelope, observe_message
 from .message import address_only, flatten_message, quote_address
 from .protocol import (
+    DSN,
     NEED_DATA,
     PASSWORD_MECHANISMS,
     SCRAM_MECHANISMS,
@@ -957,14 +959,28 @@ class SMTP:
         rcpt_options: Sequence[str] = (),
         *,
         progress: ProgressCallback | None = None,
+        dsn: DSN | None = None,
+        require_tls: bool = False,
+        strict_8bit: bool = False,
     ) -> SendResult:
         """Send one message, with smtplib's rules; return the refused recipients.
 
         ``msg`` may also be a binary file or an async iterable of bytes, streamed
         with bounded memory; ``progress(bytes_sent)`` is called as the body goes out.
+        ``dsn`` asks for delivery notices (RFC 3461), ``require_tls`` for REQUIRETLS
+        (RFC 8689), ``strict_8bit`` for an error rather than an undeclared 8-bit
+        body; each fails before MAIL if the session cannot honour it.
         """
+        extras = MailExtras(dsn, require_tls, strict_8bit)
         sending = self._sendmail_with_lock(
-            _Transaction(), from_addr, to_addrs, as_body(msg), mail_options, rcpt_options, progress
+            _Transaction(),
+            from_addr,
+            to_addrs,
+            as_body(msg),
+            mail_options,
+            rcpt_options,
+            progress,
+            extras,
         )
         if self.hooks is None:
             return await sending
@@ -980,13 +996,14 @@ class SMTP:
         mail_options: Sequence[str],
         rcpt_options: Sequence[str],
         progress: ProgressCallback | None,
+        extras: MailExtras = NO_EXTRAS,
     ) -> SendResult:
         """``sendmail`` for a transaction the caller keeps track of (the pool)."""
         await self._lock.acquire()
         try:
             await self._ehlo_or_helo_if_needed()
             return await self._sendmail(
-                from_addr, to_addrs, body, mail_options, rcpt_options, progress, tx
+                from_addr, to_addrs, body, mail_options, rcpt_options, progress, tx, extras
             )
         finally:
             if not tx.handed_off:
@@ -1001,10 +1018,14 @@ class SMTP:
         rcpt_options: Sequence[str] = (),
         *,
         progress: ProgressCallback | None = None,
+        dsn: DSN | None = None,
+        require_tls: bool = False,
+        strict_8bit: bool = False,
     ) -> SendResult:
         """Send an email.message.Message, taking the envelope from its headers."""
+        extras = MailExtras(dsn, require_tls, strict_8bit)
         sending = self._send_message(
-            msg, from_addr, to_addrs, mail_options, rcpt_options, progress
+            msg, from_addr, to_addrs, mail_options, rcpt_options, progress, extras
         )
         if self.hooks is None:
             return await sending
@@ -1019,6 +1040,7 @@ class SMTP:
         mail_options: Sequence[str],
         rcpt_options: Sequence[str],
         progress: ProgressCallback | None,
+        extras: MailExtras,
     ) -> SendResult:
         tx = _Transaction()
         await self._lock.acquire()
@@ -1039,6 +1061,7 @@ class SMTP:
                 rcpt_options,
                 progress,
                 tx,
+                extras,
             )
         finally:
             if not tx.handed_off:
@@ -1053,6 +1076,7 @@ class SMTP:
         rcpt_options: Sequence[str],
         progress: ProgressCallback | None = None,
         tx: _Transaction | None = None,
+        extras: MailExtras = NO_EXTRAS,
     ) -> SendResult:
         tx = self._tx = _Transaction() if tx is None else tx
         recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
@@ -1061,10 +1085,21 @@ class SMTP:
             if self.has_extn("size") and body.size is not None:
                 options.append(f"SIZE={body.size}")
             options.extend(mail_options)
+        # DSN, REQUIRETLS, BODY= and the SIZE precheck (_mailopts.py): decided, or
+        # refused, before anything is sent.
+        plan = await plan_parameters(
+            self, from_addr, recipients, body, mail_options, rcpt_options, extras
+        )
+        options.extend(plan.mail)
         # Every command is built and encoded, and so checked, before the first is
         # sent: a bad recipient must not leave a transaction half open.
         mail = self._mail_command(from_addr, options)
-        rcpts = [self._rcpt_command(recipient, rcpt_options) for recipient in recipients]
+        rcpts = [
+            self._rcpt_command(
+                recipient, rcpt_options if plan.rcpt is None else [*rcpt_options, *plan.rcpt[i]]
+            )
+            for i, recipient in enumerate(recipients)
+        ]
         if not recipients:
             raise SMTPRecipientsRefused({})
         pipelining = self.does_esmtp and self.has_extn("pipelining")

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .protocol import Reply
 
 __all__ = [
     "SMTPAuthenticationError",
@@ -28,12 +32,14 @@ __all__ = [
 ]
 
 
-def _enhanced_status(message: bytes | str) -> str | None:
+def _reply(code: int, message: bytes | str) -> Reply | None:
     from .protocol import Reply
 
+    if not isinstance(code, int) or not 100 <= code <= 599:
+        return None  # not a server reply (-1: unparseable; 0: no code at all)
     if isinstance(message, str):
         message = message.encode("utf-8", "replace")
-    return Reply(0, message).enhanced_status
+    return Reply(code, bytes(message))
 
 
 class SMTPException(smtplib.SMTPException):
@@ -66,9 +72,17 @@ class SMTPResponseException(SMTPException, smtplib.SMTPResponseException):
     """The server answered with an error (``smtp_code``, ``smtp_error``)."""
 
     @property
+    def reply(self) -> Reply | None:
+        """``(smtp_code, smtp_error)`` as a ``Reply`` (None when the code is not a
+        reply code, as for -1: a reply that could not be parsed)."""
+        return _reply(self.smtp_code, self.smtp_error)
+
+    @property
     def enhanced_status(self) -> str | None:
-        """The RFC 3463 status code that opens the server's text, if it gave one."""
-        return _enhanced_status(self.smtp_error)
+        """The RFC 3463 status code ("5.1.1") that opens the reply's text, if it has
+        one whose class matches the reply code (see ``Reply.enhanced_status``)."""
+        reply = self.reply
+        return None if reply is None else reply.enhanced_status
 
 
 class SMTPSenderRefused(SMTPResponseException, smtplib.SMTPSenderRefused):

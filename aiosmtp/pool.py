@@ -39,6 +39,7 @@ import anyio
 import anyio.abc
 
 from ._body import MessageBody, MessageSource, as_body
+from ._mailopts import NO_EXTRAS, MailExtras
 from .client import LMTP, SMTP, SMTP_SSL, ProgressCallback, SendResult, _Transaction
 from .errors import (
     SMTPConnectError,
@@ -51,8 +52,10 @@ from .errors import (
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
+from ._auth import TokenSource
 from .hooks import Hooks, observe_message
 from .message import flatten_message
+from .protocol import DSN
 
 __all__ = ["SMTPPool", "TLSMode", "send"]
 
@@ -141,6 +144,7 @@ class SMTPPool:
         data_timeout: float | None = DEFAULT_DATA_TIMEOUT,
         allow_insecure_auth: bool = False,
         hooks: Hooks | None = None,
+        oauth_token: TokenSource | None = None,
     ) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, not {max_connections}")
@@ -160,8 +164,10 @@ class SMTPPool:
         if lmtp and tls == "implicit":
             # RFC 2033 defines no port with TLS from the first byte.
             raise ValueError("LMTP has no implicit TLS: use tls='starttls' (or 'none')")
-        if (username is None) != (password is None):
-            raise ValueError("username and password go together")
+        if password is not None and oauth_token is not None:
+            raise ValueError("pass a password or an oauth_token, not both")
+        if (username is None) != (password is None and oauth_token is None):
+            raise ValueError("username goes with a password or an oauth_token")
         self.host = host
         self.port = port
         self.max_connections = max_connections
@@ -177,6 +183,7 @@ class SMTPPool:
         self.data_timeout = data_timeout
         self._username = username
         self._password = password
+        self._oauth_token = oauth_token
         self._allow_insecure_auth = allow_insecure_auth
         #: Given to every connection; on_message once per message (aiosmtp.hooks).
         self.hooks = hooks
@@ -321,7 +328,7 @@ class SMTPPool:
                     f"{self.host} does not offer STARTTLS, and tls='starttls' requires it "
                     "(use tls='opportunistic' to send in plaintext when it is missing)"
                 )
-        if self._username is not None and self._password is not None:
+        if self._username is not None:
             encrypted = smtp.is_tls
             if not (encrypted or _is_local(self.host) or self._allow_insecure_auth):
                 await smtp.close()
@@ -329,7 +336,11 @@ class SMTPPool:
                     f"refusing to send credentials to {self.host} over a connection that is "
                     "not encrypted (pass allow_insecure_auth=True to allow it)"
                 )
-            await smtp.login(self._username, self._password)
+            if self._oauth_token is not None:
+                await smtp.login_oauth(self._username, self._oauth_token)
+            else:
+                assert self._password is not None
+                await smtp.login(self._username, self._password)
 
     async def _acquire(self) -> _PooledConnection:
         if self._closing:
@@ -420,12 +431,22 @@ class SMTPPool:
         rcpt_options: Sequence[str] = (),
         *,
         progress: ProgressCallback | None = None,
+        dsn: DSN | None = None,
+        require_tls: bool = False,
+        strict_8bit: bool = False,
     ) -> SendResult:
         """Send one message through a pooled connection: SMTP.sendmail's results and
         exceptions, plus one automatic retry where the server cannot have the message."""
+        extras = MailExtras(dsn, require_tls, strict_8bit)
         recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
         delivery = self._deliver(
-            from_addr, recipients, as_body(msg), mail_options, rcpt_options, progress=progress
+            from_addr,
+            recipients,
+            as_body(msg),
+            mail_options,
+            rcpt_options,
+            progress=progress,
+            extras=extras,
         )
         if self.hooks is None:
             return await delivery
@@ -440,8 +461,12 @@ class SMTPPool:
         rcpt_options: Sequence[str] = (),
         *,
         progress: ProgressCallback | None = None,
+        dsn: DSN | None = None,
+        require_tls: bool = False,
+        strict_8bit: bool = False,
     ) -> SendResult:
         """Send an email.message.Message, taking the envelope from its headers."""
+        extras = MailExtras(dsn, require_tls, strict_8bit)
         # Whether the server has SMTPUTF8 is known only on a connection; flatten for
         # it, and let the server refuse if it cannot take it.
         envelope = flatten_message(
@@ -455,6 +480,7 @@ class SMTPPool:
             rcpt_options,
             progress=progress,
             needs_smtputf8="SMTPUTF8" in envelope.mail_options,
+            extras=extras,
         )
         if self.hooks is None:
             return await delivery
@@ -470,6 +496,7 @@ class SMTPPool:
         *,
         progress: ProgressCallback | None = None,
         needs_smtputf8: bool = False,
+        extras: MailExtras = NO_EXTRAS,
     ) -> SendResult:
         refused: dict[str, tuple[int, bytes]] = {}
         pending = recipients
@@ -479,7 +506,14 @@ class SMTPPool:
                 if result is not None:
                     body.rewind()  # a follow-up transaction sends the body again
                 result = await self._transaction_with_retry(
-                    from_addr, pending, body, mail_options, rcpt_options, progress, needs_smtputf8
+                    from_addr,
+                    pending,
+                    body,
+                    mail_options,
+                    rcpt_options,
+                    progress,
+                    needs_smtputf8,
+                    extras,
                 )
             except SMTPRecipientsRefused as exc:
                 if result is None:
@@ -520,6 +554,7 @@ class SMTPPool:
         rcpt_options: Sequence[str],
         progress: ProgressCallback | None,
         needs_smtputf8: bool,
+        extras: MailExtras = NO_EXTRAS,
     ) -> SendResult:
         for attempt in (1, 2):
             await self._wait_for_rate()
@@ -537,7 +572,7 @@ class SMTPPool:
                 tx = _Transaction()
                 tx.on_handoff = functools.partial(self._hand_off, connection, tx)
                 result = await smtp._sendmail_with_lock(
-                    tx, from_addr, recipients, body, mail_options, rcpt_options, progress
+                    tx, from_addr, recipients, body, mail_options, rcpt_options, progress, extras
                 )
                 connection.messages_sent += 1
                 healthy = True
@@ -587,6 +622,10 @@ def _server_cannot_have_it(tx: _Transaction | None, exc: BaseException) -> bool:
     return isinstance(exc, SMTPServerDisconnected)
 
 
+#: The keywords of ``send`` that are the message's, not the pool's.
+_MESSAGE_KEYWORDS = ("dsn", "require_tls", "strict_8bit")
+
+
 async def send(
     msg: email.message.Message | bytes | str,
     host: str,
@@ -599,10 +638,14 @@ async def send(
     **pool_options: Any,
 ) -> SendResult:
     """Send one message over one fresh connection, with the pool's TLS policy,
-    retry and 452 rules: the one-call way for a web handler."""
+    retry and 452 rules: the one-call way for a web handler. ``dsn``,
+    ``require_tls`` and ``strict_8bit`` go to the message, the rest to the pool."""
+    extras = {name: pool_options.pop(name) for name in _MESSAGE_KEYWORDS if name in pool_options}
     async with SMTPPool(host, port, max_connections=1, **pool_options) as pool:
         if isinstance(msg, email.message.Message):
-            return await pool.send_message(msg, from_addr, to_addrs, mail_options, rcpt_options)
+            return await pool.send_message(
+                msg, from_addr, to_addrs, mail_options, rcpt_options, **extras
+            )
         if from_addr is None or to_addrs is None:
             raise ValueError("from_addr and to_addrs are required for a bytes or str message")
-        return await pool.sendmail(from_addr, to_addrs, msg, mail_options, rcpt_options)
+        return await pool.sendmail(from_addr, to_addrs, msg, mail_options, rcpt_options, **extras)

@@ -15,8 +15,11 @@ import pytest
 import aiosmtp
 
 from .scripted import (
+    CLIENT_NAME,
+    MiniSMTP,
     ScriptedServer,
     ScriptedServers,
+    call,
     client,
     ehlo_ok,
     expect,
@@ -346,3 +349,41 @@ async def test_tokens_are_redacted_in_traces(
         assert token not in shown
         line = oauthbearer_line(server, token).split()[2].decode()
         assert line not in shown
+
+
+async def test_the_pool_logs_in_with_an_oauth_token(scripted: ScriptedServers) -> None:
+    # Each new pool connection asks the token source, and a refreshed token is used
+    # where the server refuses the first one.
+    mini = MiniSMTP(features=())
+    server = scripted(
+        greet(),
+        *ehlo_ok("AUTH XOAUTH2"),
+        expect(xoauth2_line(TOKENS[0])),
+        send(ERROR_CHALLENGE),
+        expect(b"\r\n"),
+        send(b"535 5.7.8 token expired\r\n"),
+        expect(xoauth2_line(TOKENS[1])),
+        send(b"235 2.7.0 Accepted\r\n"),
+        call(mini),
+    )
+    tokens = Tokens()
+    with anyio.fail_after(5):
+        async with aiosmtp.SMTPPool(
+            server.host,
+            server.port,
+            tls="none",
+            username=USER,
+            oauth_token=tokens,
+            local_hostname=CLIENT_NAME,
+            timeout=2,
+        ) as pool:
+            assert await pool.sendmail("a@x.org", ["b@x.org"], b"Subject: t\r\n\r\nbody\r\n") == {}
+    await server.finished()
+    assert len(mini.transactions) == 1
+
+
+def test_the_pool_takes_a_password_or_a_token() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        aiosmtp.SMTPPool("localhost", username=USER, password="pw", oauth_token="tok")
+    with pytest.raises(ValueError, match="username goes with"):
+        aiosmtp.SMTPPool("localhost", oauth_token="tok")

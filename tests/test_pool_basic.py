@@ -154,7 +154,7 @@ async def test_starttls_and_login(
 def test_the_tls_policy_is_checked() -> None:
     with pytest.raises(ValueError, match="tls must be one of"):
         aiosmtp.SMTPPool("localhost", tls="sometimes")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="go together"):
+    with pytest.raises(ValueError, match="username goes with"):
         aiosmtp.SMTPPool("localhost", username="alice")
     assert aiosmtp.SMTPPool("localhost", 465).tls == "implicit"
     assert aiosmtp.SMTPPool("localhost", 587).tls == "starttls"

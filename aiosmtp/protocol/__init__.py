@@ -9,12 +9,21 @@ from __future__ import annotations
 from ._commands import Command, CommandKind, check_argument
 from ._connection import NEED_DATA, NeedData, SMTPConnection
 from ._data import DataEncoder, LineEndingNormalizer, normalize_line_endings
+from ._dsn import DSN, utf8_addr_xtext, xtext_decode, xtext_encode
 from ._ehlo import parse_ehlo_features
 from ._errors import (
     ForbiddenCharacterError,
     LocalProtocolError,
     ProtocolError,
     RemoteProtocolError,
+)
+from ._mailparams import (
+    EightBitUnknown,
+    EnvelopePlan,
+    ExtensionNotOffered,
+    MessageTooLarge,
+    plan_envelope,
+    size_limit,
 )
 from ._receivebuffer import MAX_LINE_LENGTH, MAX_REPLY_LINES, ReplyParser
 from ._reply import Reply
@@ -46,6 +55,7 @@ from ._state import State
 
 __all__ = [
     "CHANNEL_BINDING_TYPE",
+    "DSN",
     "MAX_LINE_LENGTH",
     "MAX_REPLY_LINES",
     "NEED_DATA",
@@ -57,9 +67,13 @@ __all__ = [
     "CommandKind",
     "CredentialError",
     "DataEncoder",
+    "EightBitUnknown",
+    "EnvelopePlan",
+    "ExtensionNotOffered",
     "ForbiddenCharacterError",
     "LineEndingNormalizer",
     "LocalProtocolError",
+    "MessageTooLarge",
     "NeedData",
     "ProtocolError",
     "RemoteProtocolError",
@@ -82,7 +96,12 @@ __all__ = [
     "oauthbearer_response",
     "parse_ehlo_features",
     "plain_response",
+    "plan_envelope",
     "saslprep",
+    "size_limit",
     "tls_server_end_point",
+    "utf8_addr_xtext",
     "xoauth2_response",
+    "xtext_decode",
+    "xtext_encode",
 ]

@@ -28,10 +28,20 @@ class Reply(NamedTuple):
 
     @property
     def enhanced_status(self) -> str | None:
-        """The RFC 3463 enhanced status code ("2.1.5") that opens the text, if any."""
+        """The RFC 3463 enhanced status code ("2.1.5") that opens the text, if any.
+
+        RFC 3463 section 2: ``class "." subject "." detail``, the class 2, 4 or 5
+        and the same as the reply code's first digit (RFC 2034 section 3), subject
+        and detail 1 to 3 digits each. It is read whether or not the server
+        advertised ENHANCEDSTATUSCODES: a reply is a value, not a session, and a
+        code that matches this grammar and its own reply code means what it says
+        (servers send them before EHLO, in greetings and to HELO sessions too).
+        """
         head = self.message.split(b" ", 1)[0].split(b"\n", 1)[0]
         parts = head.split(b".")
         if len(parts) != 3 or parts[0] not in (b"2", b"4", b"5"):
+            return None
+        if self.code // 100 != parts[0][0] - 0x30:
             return None
         # RFC 3463 section 2: subject is 1 to 3 digits, detail 1 to 3 digits.
         if not (_is_status_number(parts[1], 3) and _is_status_number(parts[2], 3)):

@@ -84,7 +84,12 @@ def test_text_never_fails(message: bytes) -> None:
     ],
 )
 def test_enhanced_status(message: bytes, status: str | None) -> None:
-    assert Reply(250, message).enhanced_status == status
+    # The class must match the reply code's first digit (RFC 3463 section 2):
+    # each status is read from a reply of its own class.
+    code = int(status[0]) * 100 + 50 if status is not None else 250
+    assert Reply(code, message).enhanced_status == status
+    if status is not None and status[0] != "2":
+        assert Reply(250, message).enhanced_status is None
 
 
 @given(st.binary(max_size=40))
