@@ -103,13 +103,17 @@ async def startup(ctx: dict[str, Any]) -> None:
         retention=CONFIG.retention,
         max_attempts=CONFIG.max_attempts,
     )
+    # Who is up, for operators (and the test): removed again at shutdown.
+    await ctx["redis"].set(
+        f"{CONFIG.ledger_prefix}:worker:{CONFIG.worker_name}",
+        dumps({"rate": CONFIG.worker_rate, "started": time.time()}),
+    )
     logger.info(
-        "worker %s: pool to %s:%s, %s messages/s (%s of %s for %d workers)",
+        "worker %s: pool to %s:%s at %s messages/s (GLOBAL_RATE %s / WORKERS %d)",
         CONFIG.worker_name,
         CONFIG.smtp_host,
         CONFIG.smtp_port,
         CONFIG.worker_rate or "unlimited",
-        "1/N",
         CONFIG.global_rate or "unlimited",
         CONFIG.workers,
     )
@@ -119,6 +123,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     owner: PoolOwner | None = ctx.get("pool_owner")
     if owner is not None:
         await owner.stop()
+    await ctx["redis"].delete(f"{CONFIG.ledger_prefix}:worker:{CONFIG.worker_name}")
 
 
 def _reply_of(exc: SMTPException) -> tuple[int, str]:
