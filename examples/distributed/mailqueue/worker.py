@@ -35,7 +35,8 @@ from aiosmtp import (
 from .config import Config, dumps, loads
 from .ledger import Claim, ClaimLost, Ledger, Outcome
 
-logger = logging.getLogger("mailqueue.worker")
+# Under arq's logger, so that the arq command line shows these lines too.
+logger = logging.getLogger("arq.mailqueue")
 
 CONFIG = Config.from_env()
 
@@ -266,11 +267,10 @@ async def _retry_or_fail(ledger: Ledger, claim: Claim, final: Outcome) -> str:
     if not await ledger.release(claim):
         return "superseded"
     logger.info(
-        "%s: try %d not delivered (%s %s), again in %ss",
+        "%s: try %d not delivered (%s), again in %ss",
         claim.message_id,
         claim.attempt,
-        final.code or "",
-        final.reply or final.detail,
+        f"{final.code} {final.reply}" if final.code else final.detail,
         CONFIG.retry_delay,
     )
     raise Retry(defer=CONFIG.retry_delay)
