@@ -27,6 +27,7 @@ from typing import ClassVar
 import anyio
 
 from ._body import CHUNK_SIZE, READ_SIZE, BytesBody, MessageBody, MessageSource, as_body
+from ._proxy import parse_proxy
 from ._transport import Transport
 from .errors import (
     SMTPAuthenticationError,
@@ -223,7 +224,10 @@ class SMTP:
         *,
         context: ssl.SSLContext | None = None,
         chunking: bool = True,
+        proxy: str | None = None,
     ) -> None:
+        #: The SOCKS or HTTP CONNECT proxy to connect through (see _proxy.py).
+        self.proxy = parse_proxy(proxy) if proxy else None
         self._host = host
         self._port = port
         self.local_hostname = local_hostname
@@ -387,7 +391,11 @@ class SMTP:
 
     async def _open_transport(self, host: str, port: int) -> Transport:
         return await Transport.connect_tcp(
-            host, port, timeout=self.timeout, source_address=self.source_address
+            host,
+            port,
+            timeout=self.timeout,
+            source_address=self.source_address,
+            proxy=self.proxy,
         )
 
     async def close(self) -> None:
@@ -1236,6 +1244,7 @@ class SMTP_SSL(SMTP):
             source_address=self.source_address,
             tls_context=context,
             server_hostname=self.server_hostname or host,
+            proxy=self.proxy,
         )
 
 
@@ -1255,10 +1264,17 @@ class LMTP(SMTP):
         timeout: float | None = 60.0,
         *,
         context: ssl.SSLContext | None = None,
+        proxy: str | None = None,
     ) -> None:
-        super().__init__(host, port, local_hostname, timeout, source_address, context=context)
+        if proxy and host.startswith("/"):
+            raise ValueError("a proxy cannot reach a Unix socket: connect to it directly")
+        super().__init__(
+            host, port, local_hostname, timeout, source_address, context=context, proxy=proxy
+        )
 
     async def _open_transport(self, host: str, port: int) -> Transport:
         if host.startswith("/"):
+            if self.proxy is not None:
+                raise ValueError("a proxy cannot reach a Unix socket: connect to it directly")
             return await Transport.connect_unix(host, timeout=self.timeout)
         return await super()._open_transport(host, port)
