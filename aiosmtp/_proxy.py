@@ -163,8 +163,29 @@ def _check_destination(host: str, port: int) -> None:
         raise ValueError(f"cannot ask a proxy for the port {port}")
 
 
+def _bind_failure(exc: BaseException, local_addr: tuple[str, int] | None) -> ValueError | None:
+    """ValueError, as on a direct connection, where a given source port could not be
+    bound; the OSError may be deep in a chain of causes or in an exception group."""
+    from ._transport import _BIND_ERRORS
+
+    if local_addr is None or not local_addr[1]:
+        return None
+    pending: list[BaseException] = [exc]
+    while pending:
+        error = pending.pop()
+        if isinstance(error, OSError) and error.errno in _BIND_ERRORS:
+            return ValueError(f"cannot bind the source address {local_addr}: {error}")
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(error.exceptions)
+        if error.__cause__ is not None:
+            pending.append(error.__cause__)
+    return None
+
+
 @contextlib.contextmanager
-def _proxy_errors(proxy: Proxy, host: str, port: int) -> Iterator[None]:
+def _proxy_errors(
+    proxy: Proxy, host: str, port: int, local_addr: tuple[str, int] | None
+) -> Iterator[None]:
     """python-socks' errors as SMTPConnectError, naming the proxy and the reason.
 
     Its timeout (a TimeoutError) and OS errors other than its own go on to the
@@ -177,6 +198,9 @@ def _proxy_errors(proxy: Proxy, host: str, port: int) -> Iterator[None]:
     except (SMTPException, ProxyTimeoutError):
         raise
     except ProxyConnectionError as exc:
+        bind_failure = _bind_failure(exc, local_addr)
+        if bind_failure is not None:
+            raise bind_failure from exc
         reason = getattr(exc.__cause__, "strerror", None) or exc.strerror or exc
         raise SMTPConnectError(-1, f"cannot connect to the proxy {proxy}: {reason}") from exc
     except ProxyError as exc:
@@ -248,7 +272,7 @@ async def open_socket(
         rdns=proxy.remote_dns,
         loop=asyncio.get_running_loop(),
     )
-    with _proxy_errors(proxy, host, port):
+    with _proxy_errors(proxy, host, port, local_addr):
         result: socket.socket = await socks.connect(
             host, port, timeout=_limit(timeout), local_addr=local_addr
         )
@@ -273,6 +297,9 @@ async def _asyncio_connect(proxy: Proxy, local_addr: tuple[str, int] | None) -> 
             await loop.sock_connect(sock, address)
         except OSError as exc:
             sock.close()
+            bind_failure = _bind_failure(exc, local_addr)
+            if bind_failure is not None:
+                raise bind_failure from exc
             errors.append(exc)
         except BaseException:
             sock.close()
@@ -325,6 +352,9 @@ async def open_stream(
                 proxy.host, proxy.port, **kwargs
             )
         except OSError as exc:
+            bind_failure = _bind_failure(exc, local_addr)
+            if bind_failure is not None:
+                raise bind_failure from exc
             reason = getattr(exc.__cause__, "strerror", None) or exc.strerror or exc
             raise SMTPConnectError(-1, f"cannot connect to the proxy {proxy}: {reason}") from exc
         try:
@@ -344,7 +374,7 @@ async def open_stream(
         proxy.password,
         rdns=proxy.remote_dns,
     )
-    with _proxy_errors(proxy, host, port):
+    with _proxy_errors(proxy, host, port, local_addr):
         tunnel: anyio.abc.SocketStream = await socks.connect(
             host, port, timeout=_limit(timeout), **kwargs
         )

@@ -18,6 +18,7 @@ import contextlib
 import email.message
 import ipaddress
 import logging
+import socket
 import ssl
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -489,6 +490,21 @@ async def test_source_address_binds_the_connection_to_the_proxy(
                 await smtp.ehlo()
     assert proxy.tunnels[0].client == ("127.0.0.1", port)
     assert_through(proxy, starttls_server)
+
+
+@pytest.mark.parametrize("scheme", ["socks5", "http"])
+async def test_source_port_in_use_is_a_value_error(scheme: str) -> None:
+    """As on a direct connection (the API's promise for source_address)."""
+    with socket.create_server(("127.0.0.1", 0)) as taken, anyio.fail_after(LIMIT):
+        async with running_proxy() as proxy:
+            smtp = SMTP(
+                timeout=TIMEOUT,
+                source_address=("127.0.0.1", taken.getsockname()[1]),
+                proxy=proxy.url(scheme),
+            )
+            with pytest.raises(ValueError, match="cannot bind the source address"):
+                await smtp.connect("localhost", 25)
+    assert proxy.tunnels == []
 
 
 @pytest.mark.parametrize("scheme", ["socks5", "http"])
