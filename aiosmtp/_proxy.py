@@ -461,10 +461,13 @@ async def _http_connect(
             if not b"HTTP/".startswith(header[:5]):
                 # Not an HTTP proxy (an SMTP server, say): do not wait for a blank line.
                 break
-    except OSError as exc:
+    except (OSError, anyio.BrokenResourceError) as exc:
         if isinstance(exc, SMTPException):
             raise
-        raise SMTPConnectError(-1, f"the proxy {proxy} failed: {exc}") from exc
+        cause = exc.__cause__ if isinstance(exc, anyio.BrokenResourceError) else exc
+        raise SMTPConnectError(
+            -1, f"the proxy {proxy} failed while opening a tunnel to {host}:{port}: {cause}"
+        ) from exc
     try:
         code, reason = parse_connect_reply(bytes(header))
     except ValueError as exc:

@@ -90,6 +90,8 @@ class LoopbackProxy:
     #: Send the reply to the handshake in the same segment as the server's greeting
     #: (and, for HTTP, the status line apart from the rest of the header).
     coalesce: bool = False
+    #: Hang up after the client's first byte, mid-handshake.
+    hang_up: bool = False
     port: int = 0
     tunnels: list[Tunnel] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
@@ -112,7 +114,9 @@ class LoopbackProxy:
             reader = BufferedByteReceiveStream(client)
             with contextlib.suppress(anyio.EndOfStream, anyio.IncompleteRead, OSError):
                 first = await reader.receive_exactly(1)
-                if first == b"\x05":
+                if self.hang_up:
+                    self.refusals.append("hung up")
+                elif first == b"\x05":
                     await self._socks5(client, reader)
                 elif first == b"\x04":
                     await self._socks4(client, reader)
@@ -669,6 +673,16 @@ async def test_proxy_cannot_reach_the_server(scheme: str) -> None:
                     pass
     assert proxy.refusals == [f"cannot reach {PROXIED_NAME}:{closed_port}"]
     assert f"{scheme}://127.0.0.1:{proxy.port}" in str(caught.value)
+
+
+@pytest.mark.parametrize("scheme", ["socks5", "socks4", "http"])
+async def test_proxy_hangs_up_mid_handshake(scheme: str) -> None:
+    with anyio.fail_after(LIMIT):
+        async with running_proxy(hang_up=True) as proxy:
+            with pytest.raises(SMTPConnectError, match=f"proxy {scheme}://127.0.0.1"):
+                async with SMTP("localhost", 25, timeout=TIMEOUT, proxy=proxy.url(scheme)):
+                    pass
+    assert proxy.refusals == ["hung up"]
 
 
 @pytest.mark.parametrize("scheme", ["socks5", "http"])
