@@ -138,13 +138,13 @@ def parse_proxy(url: str | Proxy) -> Proxy:
 
 
 def _redacted(url: str) -> str:
-    """The URL with anything between ``//`` and ``@`` removed."""
+    """The URL with everything up to its last ``@`` hidden: a password may hold a
+    ``/`` or ``?`` that was not percent-encoded, so the authority's end is not known."""
     scheme, sep, rest = url.strip().partition("://")
     if not sep:
-        return "<proxy URL>"
-    authority, slash, tail = rest.partition("/")
-    _, at, hostport = authority.rpartition("@")
-    return f"{scheme}://{'***@' if at else ''}{hostport}{slash}{tail}"
+        return "<proxy URL>" if "@" in url else repr(url)
+    _, at, after = rest.rpartition("@")
+    return f"{scheme}://{'***@' if at else ''}{after}"
 
 
 def _require_python_socks(proxy: Proxy) -> None:
@@ -210,8 +210,9 @@ def _proxy_errors(
     except (OSError, TimeoutError, ValueError):
         raise
     except Exception as exc:  # a proxy that hung up mid-handshake, or spoke nonsense
+        detail = str(exc) or str(exc.__cause__ or "") or type(exc).__name__
         raise SMTPConnectError(
-            -1, f"the proxy {proxy} failed while opening a tunnel to {host}:{port}: {exc!r}"
+            -1, f"the proxy {proxy} failed while opening a tunnel to {host}:{port}: {detail}"
         ) from exc
 
 

@@ -771,6 +771,8 @@ BAD_URLS = [
     pytest.param("socks4://u:secret@127.0.0.1:1080", "SOCKS4 has no passwords", id="socks4"),
     pytest.param(f"socks5://{'u' * 256}:secret@h:1", "255 bytes", id="long-user"),
     pytest.param("socks5://u:s%C3%A9cret@h:1", "must be ASCII", id="non-ascii"),
+    pytest.param("socks5://u:pa/secret@h:1080", "bad port", id="unencoded-slash"),
+    pytest.param("socks5://u:pa?secret@h:1080", "bad port", id="unencoded-question-mark"),
 ]
 
 
