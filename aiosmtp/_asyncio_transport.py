@@ -24,6 +24,7 @@ from typing import cast
 
 import anyio
 
+from ._proxy import Proxy, open_socket
 from ._transport import (
     _BIND_ERRORS,
     _CLOSE_TIMEOUT,
@@ -189,7 +190,12 @@ class AsyncioTransport(Transport):
         source_address: tuple[str, int] | None = None,
         tls_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
+        proxy: Proxy | None = None,
     ) -> AsyncioTransport:
+        if proxy is not None:
+            return await cls._connect_through(
+                proxy, host, port, timeout, source_address, tls_context, server_hostname
+            )
         loop = asyncio.get_running_loop()
         local_addr = None
         if source_address and (source_address[0] or source_address[1]):
@@ -219,6 +225,36 @@ class AsyncioTransport(Transport):
                 raise
         connected = cls(transport, protocol, f"{host}:{port}")
         if tls_context is not None:
+            await connected.start_tls(tls_context, server_hostname or host, timeout)
+        return connected
+
+    @classmethod
+    async def _connect_through(
+        cls,
+        proxy: Proxy,
+        host: str,
+        port: int,
+        timeout: float | None,
+        source_address: tuple[str, int] | None,
+        tls_context: ssl.SSLContext | None,
+        server_hostname: str | None,
+    ) -> AsyncioTransport:
+        loop = asyncio.get_running_loop()
+        protocol = _StreamProtocol(loop)
+        doing = f"connecting to {host}:{port} through the proxy {proxy}"
+        with _translate_errors(doing, timeout, connecting=True):
+            sock = await open_socket(
+                proxy, host, port, timeout=timeout, source_address=source_address
+            )
+            try:
+                transport, _ = await loop.create_connection(lambda: protocol, sock=sock)
+            except BaseException:
+                sock.close()
+                raise
+        assert isinstance(transport, asyncio.Transport)
+        connected = cls(transport, protocol, f"{host}:{port}")
+        if tls_context is not None:
+            # The name to verify is the server's, never the proxy's.
             await connected.start_tls(tls_context, server_hostname or host, timeout)
         return connected
 

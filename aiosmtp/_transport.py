@@ -32,9 +32,11 @@ import anyio.abc
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSAttribute, TLSStream
 
+from ._proxy import Proxy, open_stream
 from .errors import (
     SMTPCertificateError,
     SMTPConnectError,
+    SMTPException,
     SMTPServerDisconnected,
     SMTPTimeoutError,
     SMTPTLSError,
@@ -49,6 +51,8 @@ _CLOSE_TIMEOUT = 2.0
 
 def _translated(exc: BaseException, doing: str, *, connecting: bool = False) -> Exception | None:
     """Our exception for an anyio, OS or ssl one; None for anything else."""
+    if isinstance(exc, SMTPException):
+        return None  # ours already (an OSError too, through smtplib's)
     if isinstance(exc, ssl.SSLCertVerificationError):
         return SMTPCertificateError(
             f"certificate verification failed while {doing}: {exc.verify_message or exc}"
@@ -146,8 +150,10 @@ class Transport(abc.ABC):
         source_address: tuple[str, int] | None = None,
         tls_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
+        proxy: Proxy | None = None,
     ) -> Transport:
-        """Connect; with ``tls_context``, TLS starts at once (implicit TLS)."""
+        """Connect; with ``tls_context``, TLS starts at once (implicit TLS); with
+        ``proxy``, through that proxy's tunnel."""
         return await _implementation().connect_tcp(
             host,
             port,
@@ -155,6 +161,7 @@ class Transport(abc.ABC):
             source_address=source_address,
             tls_context=tls_context,
             server_hostname=server_hostname,
+            proxy=proxy,
         )
 
     @classmethod
@@ -293,7 +300,12 @@ class AnyioTransport(Transport):
         source_address: tuple[str, int] | None = None,
         tls_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
+        proxy: Proxy | None = None,
     ) -> AnyioTransport:
+        if proxy is not None:
+            return await cls._connect_through(
+                proxy, host, port, timeout, source_address, tls_context, server_hostname
+            )
         local_host, local_port = source_address if source_address else (None, 0)
         kwargs: dict[str, Any] = {}
         if local_host:
@@ -319,6 +331,28 @@ class AnyioTransport(Transport):
                 raise
         transport = cls(stream, f"{host}:{port}")
         if tls_context is not None:
+            await transport.start_tls(tls_context, server_hostname or host, timeout)
+        return transport
+
+    @classmethod
+    async def _connect_through(
+        cls,
+        proxy: Proxy,
+        host: str,
+        port: int,
+        timeout: float | None,
+        source_address: tuple[str, int] | None,
+        tls_context: ssl.SSLContext | None,
+        server_hostname: str | None,
+    ) -> AnyioTransport:
+        doing = f"connecting to {host}:{port} through the proxy {proxy}"
+        with _translate_errors(doing, timeout, connecting=True):
+            stream = await open_stream(
+                proxy, host, port, timeout=timeout, source_address=source_address
+            )
+        transport = cls(stream, f"{host}:{port}")
+        if tls_context is not None:
+            # The name to verify is the server's, never the proxy's.
             await transport.start_tls(tls_context, server_hostname or host, timeout)
         return transport
 

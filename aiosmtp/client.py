@@ -29,6 +29,7 @@ import anyio
 from ._auth import TokenSource, choose_oauth_mechanism, oauth_login, scram_login
 from ._body import CHUNK_SIZE, READ_SIZE, BytesBody, MessageBody, MessageSource, as_body
 from ._mailopts import NO_EXTRAS, MailExtras, plan_parameters
+from ._proxy import parse_proxy
 from ._transport import Transport
 from .errors import (
     SMTPAuthenticationError,
@@ -232,7 +233,10 @@ class SMTP:
         context: ssl.SSLContext | None = None,
         chunking: bool = True,
         hooks: Hooks | None = None,
+        proxy: str | None = None,
     ) -> None:
+        #: The SOCKS or HTTP CONNECT proxy to connect through (see _proxy.py).
+        self.proxy = parse_proxy(proxy) if proxy else None
         self._host = host
         self._port = port
         self.local_hostname = local_hostname
@@ -410,7 +414,11 @@ class SMTP:
 
     async def _open_transport(self, host: str, port: int) -> Transport:
         return await Transport.connect_tcp(
-            host, port, timeout=self.timeout, source_address=self.source_address
+            host,
+            port,
+            timeout=self.timeout,
+            source_address=self.source_address,
+            proxy=self.proxy,
         )
 
     async def close(self) -> None:
@@ -1387,6 +1395,7 @@ class SMTP_SSL(SMTP):
             source_address=self.source_address,
             tls_context=context,
             server_hostname=self.server_hostname or host,
+            proxy=self.proxy,
         )
 
 
@@ -1407,12 +1416,24 @@ class LMTP(SMTP):
         *,
         context: ssl.SSLContext | None = None,
         hooks: Hooks | None = None,
+        proxy: str | None = None,
     ) -> None:
+        if proxy and host.startswith("/"):
+            raise ValueError("a proxy cannot reach a Unix socket: connect to it directly")
         super().__init__(
-            host, port, local_hostname, timeout, source_address, context=context, hooks=hooks
+            host,
+            port,
+            local_hostname,
+            timeout,
+            source_address,
+            context=context,
+            hooks=hooks,
+            proxy=proxy,
         )
 
     async def _open_transport(self, host: str, port: int) -> Transport:
         if host.startswith("/"):
+            if self.proxy is not None:
+                raise ValueError("a proxy cannot reach a Unix socket: connect to it directly")
             return await Transport.connect_unix(host, timeout=self.timeout)
         return await super()._open_transport(host, port)

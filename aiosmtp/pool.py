@@ -40,6 +40,7 @@ import anyio.abc
 
 from ._body import MessageBody, MessageSource, as_body
 from ._mailopts import NO_EXTRAS, MailExtras
+from ._proxy import parse_proxy
 from .client import LMTP, SMTP, SMTP_SSL, ProgressCallback, SendResult, _Transaction
 from .errors import (
     SMTPConnectError,
@@ -145,6 +146,7 @@ class SMTPPool:
         allow_insecure_auth: bool = False,
         hooks: Hooks | None = None,
         oauth_token: TokenSource | None = None,
+        proxy: str | None = None,
     ) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, not {max_connections}")
@@ -168,6 +170,11 @@ class SMTPPool:
             raise ValueError("pass a password or an oauth_token, not both")
         if (username is None) != (password is None and oauth_token is None):
             raise ValueError("username goes with a password or an oauth_token")
+        if proxy and lmtp and host.startswith("/"):
+            raise ValueError("a proxy cannot reach a Unix socket: connect to it directly")
+        # Checked now (ValueError, or ImportError without the extra), before any I/O.
+        self.proxy = parse_proxy(proxy) if proxy else None
+        self._proxy_url = proxy
         self.host = host
         self.port = port
         self.max_connections = max_connections
@@ -297,14 +304,25 @@ class SMTPPool:
                 self.local_hostname,
                 timeout=self.timeout,
                 context=self.context,
+                proxy=self._proxy_url,
             )
         elif self.tls == "implicit":
             smtp = SMTP_SSL(
-                self.host, self.port, self.local_hostname, self.timeout, context=self.context
+                self.host,
+                self.port,
+                self.local_hostname,
+                self.timeout,
+                context=self.context,
+                proxy=self._proxy_url,
             )
         else:
             smtp = SMTP(
-                self.host, self.port, self.local_hostname, self.timeout, context=self.context
+                self.host,
+                self.port,
+                self.local_hostname,
+                self.timeout,
+                context=self.context,
+                proxy=self._proxy_url,
             )
         smtp.data_timeout = self.data_timeout
         smtp.server_hostname = self.server_hostname
@@ -330,7 +348,9 @@ class SMTPPool:
                 )
         if self._username is not None:
             encrypted = smtp.is_tls
-            if not (encrypted or _is_local(self.host) or self._allow_insecure_auth):
+            # Through a proxy, the path is local only if the proxy is local too.
+            local = _is_local(self.host) and (self.proxy is None or _is_local(self.proxy.host))
+            if not (encrypted or local or self._allow_insecure_auth):
                 await smtp.close()
                 raise SMTPNotSupportedError(
                     f"refusing to send credentials to {self.host} over a connection that is "
