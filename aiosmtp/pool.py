@@ -38,6 +38,7 @@ from typing import Any, Literal
 import anyio
 import anyio.abc
 
+from ._auth import TokenSource
 from ._body import MessageBody, MessageSource, as_body
 from ._mailopts import NO_EXTRAS, MailExtras
 from ._proxy import parse_proxy
@@ -53,7 +54,6 @@ from .errors import (
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
-from ._auth import TokenSource
 from .hooks import Hooks, observe_message
 from .message import flatten_message
 from .protocol import DSN
