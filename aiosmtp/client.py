@@ -36,6 +36,7 @@ from .errors import (
     SMTPConnectError,
     SMTPDataError,
     SMTPDeliveryUnknownError,
+    SMTPDeliveryUnknownResponseError,
     SMTPDeliveryUnknownTimeoutError,
     SMTPException,
     SMTPHeloError,
@@ -150,8 +151,14 @@ class _IOGuard:
             return
         client, tx = self._client, self._tx
         if isinstance(failure, RemoteProtocolError):
-            tx.delivery_pending = False
+            delivery_pending, tx.delivery_pending = tx.delivery_pending, False
             await client._abort()
+            if delivery_pending:
+                # Nonsense where the verdict on a message sent in full should be.
+                raise SMTPDeliveryUnknownResponseError(
+                    failure.code, f"{failure}; the message had been sent in full, so it may "
+                    "have been delivered"
+                ) from failure
             raise SMTPResponseException(failure.code, str(failure)) from failure
         await client._abort()
         if tx.delivery_pending and isinstance(failure, SMTPServerDisconnected):

@@ -19,6 +19,7 @@ __all__ = [
     "SMTPConnectError",
     "SMTPDataError",
     "SMTPDeliveryUnknownError",
+    "SMTPDeliveryUnknownResponseError",
     "SMTPDeliveryUnknownTimeoutError",
     "SMTPException",
     "SMTPHeloError",
@@ -83,6 +84,12 @@ class SMTPResponseException(SMTPException, smtplib.SMTPResponseException):
         one whose class matches the reply code (see ``Reply.enhanced_status``)."""
         reply = self.reply
         return None if reply is None else reply.enhanced_status
+
+
+class SMTPDeliveryUnknownResponseError(SMTPDeliveryUnknownError, SMTPResponseException):
+    """The reply to the end of the data could not be understood (``smtp_code`` as
+    for any unparseable reply): the message may or may not have been accepted, and
+    the connection is closed. Never retried automatically."""
 
 
 class SMTPSenderRefused(SMTPResponseException, smtplib.SMTPSenderRefused):
