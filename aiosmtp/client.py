@@ -156,8 +156,8 @@ class _IOGuard:
             if delivery_pending:
                 # Nonsense where the verdict on a message sent in full should be.
                 raise SMTPDeliveryUnknownResponseError(
-                    failure.code, f"{failure}; the message had been sent in full, so it may "
-                    "have been delivered"
+                    failure.code,
+                    f"{failure}; the message had been sent in full, so it may have been delivered",
                 ) from failure
             raise SMTPResponseException(failure.code, str(failure)) from failure
         await client._abort()

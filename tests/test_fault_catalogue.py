@@ -465,14 +465,16 @@ RSET = (b"RSET\r\n", RSET_OK)
 
 def _unsolicited_before(step: str, previous: str, op_error: str = "unsolicited") -> Case:
     """An unsolicited line right behind the reply before ``step``'s command: the
-    client must notice it, close, and never send the command."""
+    client must notice it, close, and never send the command. Behind the reply to a
+    message's end of data, that reply cannot be trusted: the fate is unknown."""
     session = SESSION_OF[step]
     prev = _exchange(session, previous)
+    after_end = previous in ("final dot", "BDAT LAST")
     return Case(
         step,
         "unsolicited line before",
         lambda ctx: [*prev.lead(), send(prev.reply + EXTRA)],
-        aiosmtp.SMTPResponseException,
+        aiosmtp.SMTPDeliveryUnknownResponseError if after_end else aiosmtp.SMTPResponseException,
         op_error,
         at=previous,
         session=session,
