@@ -547,7 +547,7 @@ class SMTP:
         reply after it would be one off. Read it and refuse it by name; the
         connection is closed."""
         transport, conn = self._connection()
-        if conn.awaiting_replies or not (conn.has_buffered_input() or transport.is_readable()):
+        if not self.has_unsolicited_input():
             return
         async with self._io_guard():
             if not conn.has_buffered_input():
