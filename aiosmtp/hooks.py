@@ -18,7 +18,6 @@ and every line answering an AUTH challenge as ``<redacted>`` (its verb is ``AUTH
 from __future__ import annotations
 
 import email.message
-import email.utils
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,6 +29,7 @@ from .errors import (
     SMTPRecipientsRefused,
     SMTPSenderRefused,
 )
+from .message import envelope_addresses
 from .protocol import Command, CommandKind
 
 if TYPE_CHECKING:
@@ -143,21 +143,9 @@ def message_envelope(
     msg: email.message.Message, from_addr: str | None, to_addrs: str | Sequence[str] | None
 ) -> tuple[str, list[str]]:
     """The sender and recipients ``send_message`` takes from a message, for
-    ``on_message`` (smtplib's rules: one Resent- block, Sender over From, To + Bcc +
-    Cc). Never raises: a message send_message refuses is reported as it is refused."""
+    ``on_message``. Never raises: a message send_message refuses is reported as it
+    is refused."""
     try:
-        prefix = "Resent-" if msg.get_all("Resent-Date") else ""
-        if from_addr is None:
-            field = msg[prefix + "Sender"] or msg[prefix + "From"]
-            parsed = email.utils.getaddresses([str(field)] if field is not None else [])
-            from_addr = parsed[0][1] if parsed else ""
-        if to_addrs is None:
-            fields = [
-                str(value)
-                for value in (msg[prefix + "To"], msg[prefix + "Bcc"], msg[prefix + "Cc"])
-                if value is not None
-            ]
-            return from_addr, [addr for _, addr in email.utils.getaddresses(fields)]
-        return from_addr, [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
+        return envelope_addresses(msg, from_addr, to_addrs)
     except Exception:
         return from_addr or "", []

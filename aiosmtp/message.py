@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from .errors import SMTPNotSupportedError
 from .protocol import check_argument
 
-__all__ = ["Envelope", "address_only", "flatten_message", "quote_address"]
+__all__ = ["Envelope", "address_only", "envelope_addresses", "flatten_message", "quote_address"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,14 +82,11 @@ def _copy_tree(part: email.message.Message) -> email.message.Message:
     return clone
 
 
-def flatten_message(
-    msg: email.message.Message,
-    from_addr: str | None,
-    to_addrs: str | Sequence[str] | None,
-    mail_options: Sequence[str],
-    *,
-    server_has_smtputf8: bool,
-) -> Envelope:
+def envelope_addresses(
+    msg: email.message.Message, from_addr: str | None, to_addrs: str | Sequence[str] | None
+) -> tuple[str, list[str]]:
+    """The sender and recipients ``send_message`` uses: the caller's, or smtplib's
+    rules on the headers (one Resent- block at most, Sender over From, To + Bcc + Cc)."""
     resent = msg.get_all("Resent-Date")
     if resent is None:
         prefix = ""
@@ -102,18 +99,25 @@ def flatten_message(
         field = msg[prefix + "Sender"] if (prefix + "Sender") in msg else msg[prefix + "From"]
         parsed = email.utils.getaddresses([str(field)] if field is not None else [])
         from_addr = parsed[0][1] if parsed else ""
-    recipients: list[str]
     if to_addrs is None:
         fields = [
             str(value)
             for value in (msg[prefix + "To"], msg[prefix + "Bcc"], msg[prefix + "Cc"])
             if value is not None
         ]
-        recipients = [addr for _, addr in email.utils.getaddresses(fields)]
-    elif isinstance(to_addrs, str):
-        recipients = [to_addrs]
-    else:
-        recipients = list(to_addrs)
+        return from_addr, [addr for _, addr in email.utils.getaddresses(fields)]
+    return from_addr, [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
+
+
+def flatten_message(
+    msg: email.message.Message,
+    from_addr: str | None,
+    to_addrs: str | Sequence[str] | None,
+    mail_options: Sequence[str],
+    *,
+    server_has_smtputf8: bool,
+) -> Envelope:
+    from_addr, recipients = envelope_addresses(msg, from_addr, to_addrs)
 
     outgoing = _copy_tree(msg)
     del outgoing["Bcc"]
